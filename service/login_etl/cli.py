@@ -1,0 +1,319 @@
+"""The login-etl command line. Configuration errors print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from login_etl import __version__, logs
+from login_etl.masking import Masker, UnmaskError
+from login_etl.queue import Queue, QueueError, dlq_url_for, make_client
+from login_etl.settings import ConfigError, Settings
+from login_etl.store import Store, StoreError
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 1
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    click.echo(f"login-etl: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    """Settings read once per invocation; clients built only when a command needs them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    def source(self) -> Queue:
+        return Queue(self.client, self.settings.queue_url, "source")
+
+    def dlq(self) -> Queue:
+        url = dlq_url_for(self.client, self.settings.queue_url, self.settings.dlq_url)
+        return Queue(self.client, url, "dlq")
+
+    def store(self) -> Store:
+        store = Store(self.settings.database_url, pool_size=self.settings.db_pool_size)
+        try:
+            store.open()
+        except StoreError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        return store
+
+    def masker(self) -> Masker:
+        return Masker(self.settings.masking_keys or (self.settings.writing_key,),
+                      self.settings.masking_mode)
+
+    def check_queue(self, queue: Queue) -> None:
+        try:
+            queue.depth()
+        except QueueError as exc:
+            code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                fail(f"queue does not exist: {queue.url}")
+            fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="login-etl")
+@click.option("--queue-url", help="Source queue URL [env LOGIN_ETL_QUEUE_URL].")
+@click.option("--dlq-url", help="Dead-letter queue URL [env LOGIN_ETL_DLQ_URL; default: the "
+              "queue's RedrivePolicy target, else <queue>-dlq].")
+@click.option("--database-url", help="libpq URI or conninfo [env LOGIN_ETL_DATABASE_URL].")
+@click.pass_context
+def cli(ctx: click.Context, queue_url: str | None, dlq_url: str | None,
+        database_url: str | None) -> None:
+    """Move user-login events from SQS into PostgreSQL, masking ip and device_id.
+
+    A message is deleted from the queue only after the transaction holding its row (or its
+    hand-off to the dead-letter queue) has committed; a ledger of message ids makes every
+    redelivery a no-op. Configuration comes from LOGIN_ETL_* variables (see README).
+    """
+    try:
+        settings = Settings.from_env().with_overrides(
+            queue_url=queue_url, dlq_url=dlq_url, database_url=database_url)
+    except ConfigError as exc:
+        fail(str(exc))
+    logs.configure(settings.log_format, settings.log_level)
+    ctx.obj = Context(settings)
+
+
+@cli.command()
+@click.option("--until-empty", is_flag=True,
+              help="Exit 0 once the queue shows no visible messages and none are held.")
+@click.option("--keep-messages", is_flag=True,
+              help="Store but never delete; kept messages are released at exit (safe to repeat: "
+              "the ledger skips known ids).")
+@click.option("--batch-size", type=int, help="Messages per transaction [LOGIN_ETL_BATCH_SIZE].")
+@click.option("--batch-window-ms", type=int, help="Longest wait to fill a batch "
+              "[LOGIN_ETL_BATCH_WINDOW_MS].")
+@click.option("--pollers", type=int, help="Concurrent receive loops [LOGIN_ETL_POLLERS].")
+@click.option("--http-port", type=int, help="Port for /metrics, /healthz, /readyz; 0 disables "
+              "[LOGIN_ETL_HTTP_PORT].")
+@pass_context
+def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | None,
+        batch_window_ms: int | None, pollers: int | None, http_port: int | None) -> None:
+    """Poll, validate, mask, store, then delete — until SIGTERM/SIGINT (or --until-empty)."""
+    from login_etl import http
+    from login_etl.worker import Worker
+
+    try:
+        settings = obj.settings.with_overrides(batch_size=batch_size,
+                                               batch_window_ms=batch_window_ms,
+                                               pollers=pollers, http_port=http_port)
+        if not settings.pool_size:
+            settings = settings.with_overrides(pool_size=settings.pollers + 1)
+        obj.settings = settings
+        masker = obj.masker()
+    except ConfigError as exc:
+        fail(str(exc))
+    source, dlq = obj.source(), obj.dlq()
+    obj.check_queue(source)
+    obj.check_queue(dlq)
+    store = obj.store()
+    store.init_schema()
+    worker = Worker(settings, store, source, dlq, masker, until_empty=until_empty,
+                    keep_messages=keep_messages)
+    if settings.http_port:
+        try:
+            http.serve(settings.http_port, http.routes(worker.health, store.ping))
+        except OSError as exc:
+            fail(f"cannot listen on port {settings.http_port}: {exc.strerror}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logs.get("login_etl.cli").info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run(stop)
+    finally:
+        store.close()
+
+
+def _depths(obj: Context) -> dict[str, dict[str, Any]]:
+    result = {}
+    for label, queue in (("source", obj.source()), ("dlq", obj.dlq())):
+        obj.check_queue(queue)
+        depth = queue.depth()
+        result[label] = {"url": queue.url, "visible": depth.visible,
+                         "in_flight": depth.in_flight, "delayed": depth.delayed}
+    return result
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+def count(obj: Context, as_json: bool) -> None:
+    """Visible, in-flight and delayed messages in the queue and its DLQ."""
+    depths = _depths(obj)
+    if as_json:
+        click.echo(json.dumps(depths))
+        return
+    for label, d in depths.items():
+        click.echo(f"{label:6} visible={d['visible']} in_flight={d['in_flight']} "
+                   f"delayed={d['delayed']}  {d['url']}")
+
+
+@cli.command()
+@click.option("--limit", default=10, show_default=True, help="Latest rows to show.")
+@pass_context
+def status(obj: Context, limit: int) -> None:
+    """Queue depths and the latest masked rows side by side (never a raw message body)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    depths = _depths(obj)
+    store = obj.store()
+    try:
+        rows, total = store.latest_rows(limit), store.count_rows()
+    finally:
+        store.close()
+    queues = Table(title="Queues")
+    for column in ("queue", "visible", "in flight", "delayed"):
+        queues.add_column(column, justify="left" if column == "queue" else "right")
+    for label, d in depths.items():
+        queues.add_row(label, str(d["visible"]), str(d["in_flight"]), str(d["delayed"]))
+    table = Table(title=f"user_logins: {total} rows, latest {len(rows)}")
+    for column in ("user_id", "device_type", "masked_ip", "masked_device_id", "locale",
+                   "app_version", "create_date"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console = Console()
+    console.print(queues)
+    console.print(table)
+
+
+@cli.command("init-db")
+@pass_context
+def init_db(obj: Context) -> None:
+    """Create user_logins, the ledger and its index if missing (run does this too)."""
+    store = obj.store()
+    try:
+        store.init_schema()
+    finally:
+        store.close()
+    click.echo("schema ready")
+
+
+@cli.command("clear-db")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_context
+def clear_db(obj: Context, yes: bool) -> None:
+    """Empty user_logins and the ledger."""
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("clear-db deletes every row; confirm with --yes when not at a terminal")
+        click.confirm("Delete every row of user_logins and the ledger?", abort=True)
+    store = obj.store()
+    try:
+        store.init_schema()
+        removed = store.clear()
+    finally:
+        store.close()
+    click.echo(f"removed {removed} rows")
+
+
+def read_events(path: Path | None) -> Iterator[str]:
+    """Message bodies from a JSON array, JSON lines, optionally gzipped; or the bundled sample."""
+    if path is None:
+        raw = resources.files("login_etl").joinpath("data/sample_data.json").read_bytes()
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror}")
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    text = raw.decode("utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            fail(f"{path}: not a JSON array: {exc}")
+        for item in items:
+            yield json.dumps(item)
+    else:
+        for line in text.splitlines():
+            if line.strip():
+                yield line
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--sample", is_flag=True, help="Send the bundled 100-event sample.")
+@click.option("--repeat", default=1, show_default=True, help="Send the events this many times.")
+@pass_context
+def load(obj: Context, file: Path | None, sample: bool, repeat: int) -> None:
+    """Send events from FILE (JSON array, JSON lines, .gz) or the sample to the source queue."""
+    if (file is None) == (not sample):
+        fail("give either FILE or --sample")
+    bodies = list(read_events(None if sample else file)) * max(1, repeat)
+    source = obj.source()
+    obj.check_queue(source)
+    chunks = [bodies[i:i + 10] for i in range(0, len(bodies), 10)]
+    sent = 0
+    show = len(bodies) >= 5000
+    with ThreadPoolExecutor(4) as pool:
+        for n in pool.map(source.send_bodies, chunks):
+            sent += n
+            if show and sent % 5000 < 10:
+                click.echo(f"sent {sent}/{len(bodies)}", err=True)
+    click.echo(f"sent {sent} messages to {source.url}")
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a fresh random 32-byte masking key (hex) for LOGIN_ETL_MASKING_KEY."""
+    click.echo(secrets.token_hex(32))
+
+
+@cli.command()
+@click.argument("token")
+@click.option("--field", type=click.Choice(["ip", "device_id"]), required=True)
+@pass_context
+def unmask(obj: Context, token: str, field: str) -> None:
+    """Recover the value of an `siv` token (needs the key that wrote it)."""
+    try:
+        masker = Masker(obj.settings.masking_keys or (obj.settings.writing_key,), "siv")
+        click.echo(masker.unmask(token, field))
+    except ConfigError as exc:
+        fail(str(exc))
+    except UnmaskError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Parse and validate one raw SQS message into a masked LoginEvent or a Rejection.
+
+Every message gets exactly one outcome (the Powertools idea of one result per record):
+nothing here raises for bad input, and a Rejection carries a short bounded reason code,
+never the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from login_etl.masking import Masker, VersionError, encode_version, normalise_ip
+
+# Column limits of the existing user_logins table, in characters as varchar counts them.
+COLUMN_LIMITS: Final = {"user_id": 128, "device_type": 32, "locale": 32}
+DEVICE_ID_MAX: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the worker holds of one SQS message; the body stays untouched for the DLQ."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    sent_timestamp_ms: int
+    receive_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoginEvent:
+    """A row for user_logins, already masked: from here on no raw PII exists."""
+
+    message_id: str
+    user_id: str
+    device_type: str
+    masked_ip: str
+    masked_device_id: str
+    locale: str | None
+    app_version: int
+    create_date: date
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.user_id, self.device_type, self.masked_ip, self.masked_device_id,
+                self.locale, self.app_version, self.create_date)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    message_id: str
+    reason: str
+
+
+def sent_date(sent_timestamp_ms: int) -> date:
+    return datetime.fromtimestamp(sent_timestamp_ms / 1000, UTC).date()
+
+
+def _optional_text(obj: dict[str, Any], name: str, limit: int) -> str | None:
+    return None if obj.get(name) is None else _text(obj, name, limit, allow_blank=True)
+
+
+def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = False) -> str:
+    """The value of a text field, or raise _Bad with the reason code."""
+    value = obj.get(name)
+    if value is None:
+        raise _Bad(f"missing_field:{name}")
+    if not isinstance(value, str):
+        raise _Bad(f"wrong_type:{name}")
+    if not allow_blank and not value.strip():
+        raise _Bad(f"empty_field:{name}")
+    if len(value) > limit:
+        raise _Bad(f"too_long:{name}")
+    if "\x00" in value:
+        raise _Bad(f"nul_character:{name}")
+    return value
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def parse(message: Received, masker: Masker) -> LoginEvent | Rejection:
+    try:
+        return _parse(message, masker)
+    except _Bad as bad:
+        return Rejection(message.message_id, bad.reason)
+
+
+def _parse(message: Received, masker: Masker) -> LoginEvent:
+    try:
+        obj = json.loads(message.body)
+    except (ValueError, RecursionError):
+        raise _Bad("invalid_json") from None
+    if not isinstance(obj, dict):
+        raise _Bad("not_object")
+    user_id = _text(obj, "user_id", COLUMN_LIMITS["user_id"])
+    device_type = _text(obj, "device_type", COLUMN_LIMITS["device_type"])
+    locale = _optional_text(obj, "locale", COLUMN_LIMITS["locale"])
+    device_id = _text(obj, "device_id", DEVICE_ID_MAX)
+    raw_ip = _text(obj, "ip", 64)
+    version = _text(obj, "app_version", 32)
+    ip = normalise_ip(raw_ip)
+    if ip is None:
+        raise _Bad("invalid_ip")
+    try:
+        app_version = encode_version(version)
+    except VersionError as exc:
+        raise _Bad(exc.reason) from None
+    device_id = device_id.strip()
+    if not masker.fits(device_id):
+        raise _Bad("too_long:device_id")
+    return LoginEvent(
+        message_id=message.message_id,
+        user_id=user_id,
+        device_type=device_type,
+        masked_ip=masker.mask("ip", ip),
+        masked_device_id=masker.mask("device_id", device_id),
+        locale=locale,
+        app_version=app_version,
+        create_date=sent_date(message.sent_timestamp_ms),
+    )

@@ -1,0 +1,40 @@
+"""Every Prometheus metric of login-etl, declared once. Labels are bounded: no ids, no values."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "login_etl_messages", "Messages by final outcome", ["outcome"]
+)  # outcome: stored | rejected | duplicate
+REJECTIONS = Counter("login_etl_rejections", "Rejected messages by reason code", ["reason"])
+RETRIES = Counter("login_etl_retries", "Retried I/O calls by operation", ["operation"])
+IO_ERRORS = Counter(
+    "login_etl_io_errors", "I/O calls that failed after their retries, by operation", ["operation"]
+)
+BATCH_SECONDS = Histogram(
+    "login_etl_batch_seconds", "Time to store and settle one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "login_etl_batch_messages", "Messages per batch",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+DB_COMMIT_SECONDS = Histogram(
+    "login_etl_db_commit_seconds", "Time of the insert + ledger transaction including COMMIT",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SQS_SECONDS = Histogram(
+    "login_etl_sqs_request_seconds", "SQS API call latency by operation", ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 21),
+)
+IN_FLIGHT = Gauge("login_etl_in_flight_messages", "Messages received and not yet settled")
+QUEUE_DEPTH = Gauge(
+    "login_etl_queue_messages", "Approximate queue depth", ["queue", "state"]
+)  # queue: source | dlq; state: visible | in_flight | delayed
+LAST_COMMIT = Gauge(
+    "login_etl_last_commit_timestamp_seconds", "Unix time of the last successful commit"
+)
+DEPENDENCY_UP = Gauge(
+    "login_etl_dependency_up", "1 if the dependency answered its last check", ["dependency"]
+)  # dependency: postgres | sqs

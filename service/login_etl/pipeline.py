@@ -1,0 +1,112 @@
+"""A batch of received messages -> one outcome per message. The commit-then-delete order lives here.
+
+`settle` is the only function that deletes from the source queue, and it does so only after
+the transaction that holds every message of the batch (as a row, or as a DLQ hand-off
+recorded in the ledger) has committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from login_etl import metrics, retrying
+from login_etl.messages import LoginEvent, Received, Rejection
+from login_etl.queue import Queue
+from login_etl.store import Store, StoreError, is_data_error
+
+Parsed = LoginEvent | Rejection
+Item = tuple[Received, Parsed]
+
+
+@dataclass
+class Outcome:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
+    not_deleted: list[str] = field(default_factory=list)
+    commit_seconds: float = 0.0
+    delete_seconds: float = 0.0
+
+    def merge(self, other: Outcome) -> Outcome:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.not_deleted += other.not_deleted
+        return self
+
+
+class Pipeline:
+    def __init__(self, store: Store, source: Queue, dlq: Queue, *, keep_messages: bool = False):
+        self.store = store
+        self.source = source
+        self.dlq = dlq
+        self.keep_messages = keep_messages
+
+    def settle(self, items: Sequence[Item]) -> Outcome:
+        """Store the batch and hand off its rejects in one transaction, COMMIT, then delete.
+
+        Raises StoreError or QueueError (from the DLQ hand-off) if the transaction could not
+        commit: then nothing was deleted and the caller still holds every message.
+        """
+        started = time.perf_counter()
+        unique = _unique(items)
+        outcome = self._commit(unique)
+        outcome.duplicates += len(items) - len(unique)
+        outcome.commit_seconds = time.perf_counter() - started
+        metrics.LAST_COMMIT.set_to_current_time()
+        if not self.keep_messages:
+            started = time.perf_counter()
+            outcome.not_deleted = self.source.delete([received for received, _ in items])
+            outcome.delete_seconds = time.perf_counter() - started
+        metrics.MESSAGES.labels("stored").inc(outcome.stored)
+        metrics.MESSAGES.labels("duplicate").inc(outcome.duplicates)
+        metrics.MESSAGES.labels("rejected").inc(len(outcome.rejected))
+        for _, reason in outcome.rejected:
+            metrics.REJECTIONS.labels(reason).inc()
+        return outcome
+
+    def _commit(self, items: Sequence[Item]) -> Outcome:
+        """Commit with retries; a row the database refuses is isolated by halving the batch."""
+        try:
+            return retrying.call("commit", self._write, items)
+        except (psycopg.Error, PoolTimeout) as exc:
+            if not is_data_error(exc):
+                metrics.IO_ERRORS.labels("commit").inc()
+                raise StoreError(f"database unavailable: {retrying.describe(exc)}") from exc
+            if len(items) > 1:
+                half = len(items) // 2
+                return self._commit(items[:half]).merge(self._commit(items[half:]))
+            received, parsed = items[0]
+            reason = f"db_rejected:{getattr(exc, 'sqlstate', None) or 'unknown'}"
+            return self._commit([(received, Rejection(parsed.message_id, reason))])
+
+    def _write(self, items: Sequence[Item]) -> Outcome:
+        outcome = Outcome()
+        with self.store.transaction() as tx:
+            new_ids = tx.claim([
+                (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected")
+                for received, p in items
+            ])
+            tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])
+            fresh_rejects = [(received, p.reason) for received, p in items
+                             if isinstance(p, Rejection) and p.message_id in new_ids]
+            if fresh_rejects:
+                # Inside the transaction: if the hand-off fails, the ledger rows roll back and
+                # the messages stay in the source queue. A crash after it and before COMMIT can
+                # only repeat the hand-off, never lose it.
+                self.dlq.send_rejections(fresh_rejects)
+        outcome.stored = sum(1 for _, p in items
+                             if isinstance(p, LoginEvent) and p.message_id in new_ids)
+        outcome.rejected = [(r.message_id, reason) for r, reason in fresh_rejects]
+        outcome.duplicates = len(items) - len(new_ids)
+        return outcome
+
+
+def _unique(items: Sequence[Item]) -> list[Item]:
+    """One entry per message id (the same message can arrive twice after a visibility lapse)."""
+    return list({received.message_id: (received, parsed) for received, parsed in items}.values())

@@ -1,0 +1,222 @@
+"""The SQS side: receive, delete, DLQ hand-off, visibility and depth, each under its retry policy.
+
+Batch calls report failures per entry; every such entry is retried, and what still fails is
+returned to the caller, never silently dropped (the peers only log them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+
+from login_etl import metrics, retrying
+from login_etl.messages import Received
+from login_etl.settings import Settings
+
+T = TypeVar("T")
+MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
+
+
+class QueueError(RuntimeError):
+    """A queue call failed for good (after its retries); carries a value-free description."""
+
+
+class _PartialFailure(retrying.RetryAgain):
+    def __init__(self, failed: list[dict[str, Any]]) -> None:
+        self.failed = failed
+
+
+@dataclass(frozen=True)
+class Depth:
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+def make_client(settings: Settings, *, pool: int | None = None) -> Any:
+    """One client per process: botocore retries off (tenacity owns them), sized to the pollers."""
+    config = Config(
+        region_name=settings.region,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool or settings.pollers + 4,
+        connect_timeout=3,
+        read_timeout=settings.wait_time_seconds + 10,
+        parameter_validation=False,
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url, config=config)
+
+
+def _chunks(items: Sequence[T], size: int = MAX_BATCH) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Queue:
+    """One queue URL on one client."""
+
+    def __init__(self, client: Any, url: str, label: str = "source") -> None:
+        self.client = client
+        self.url = url
+        self.label = label
+
+    def _timed(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(QueueUrl=self.url, **kwargs)
+        finally:
+            metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+    def _call(self, operation: str, policy: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        try:
+            return retrying.call(policy, self._timed, operation, fn, **kwargs)
+        except Exception as exc:
+            metrics.IO_ERRORS.labels(policy).inc()
+            raise QueueError(f"{operation} on {self.label} queue failed: "
+                             f"{retrying.describe(exc)}") from exc
+
+    def receive(self, wait_seconds: int, visibility_timeout: int,
+                max_messages: int = MAX_BATCH) -> list[Received]:
+        response = self._call(
+            "receive_message", "receive", self.client.receive_message,
+            MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+        )
+        now_ms = int(time.time() * 1000)
+        received = []
+        for m in response.get("Messages", ()):
+            attributes = m.get("Attributes", {})
+            received.append(Received(
+                message_id=m["MessageId"], receipt_handle=m["ReceiptHandle"], body=m["Body"],
+                sent_timestamp_ms=int(attributes.get("SentTimestamp", now_ms)),
+                receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+            ))
+        return received
+
+    def _batch(self, operation: str, policy: str, fn: Callable[..., Any],
+               entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send entries in chunks of 10; retry the failed entries; return what still failed."""
+        still_failed: list[dict[str, Any]] = []
+        for chunk in _chunks(entries):
+            pending = list(chunk)
+
+            def attempt(pending: list[dict[str, Any]] = pending) -> None:
+                response = self._timed(operation, fn, Entries=pending)
+                failed_ids = {f["Id"] for f in response.get("Failed", ())
+                              if not _is_final(f)}
+                final = [f for f in response.get("Failed", ()) if _is_final(f)]
+                if final:
+                    final_ids = {f["Id"] for f in final}
+                    still_failed.extend(e for e in pending if e["Id"] in final_ids)
+                pending[:] = [e for e in pending if e["Id"] in failed_ids]
+                if pending:
+                    raise _PartialFailure(pending)
+
+            try:
+                retrying.call(policy, attempt)
+            except _PartialFailure as partial:
+                metrics.IO_ERRORS.labels(policy).inc()
+                still_failed.extend(partial.failed)
+            except Exception as exc:
+                metrics.IO_ERRORS.labels(policy).inc()
+                raise QueueError(f"{operation} on {self.label} queue failed: "
+                                 f"{retrying.describe(exc)}") from exc
+        return still_failed
+
+    def delete(self, messages: Sequence[Received]) -> list[str]:
+        """Delete; returns the message ids that could not be deleted (they will come back)."""
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle}
+                   for i, m in enumerate(messages)]
+        failed = self._batch("delete_message_batch", "delete",
+                             self.client.delete_message_batch, entries)
+        return [messages[int(e["Id"])].message_id for e in failed]
+
+    def change_visibility(self, messages: Sequence[Received], timeout: int) -> list[str]:
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
+                   for i, m in enumerate(messages)]
+        failed = self._batch("change_message_visibility_batch", "visibility",
+                             self.client.change_message_visibility_batch, entries)
+        return [messages[int(e["Id"])].message_id for e in failed]
+
+    def send_bodies(self, bodies: Sequence[str],
+                    attributes: Sequence[dict[str, Any]] | None = None,
+                    policy: str = "send") -> int:
+        """SendMessageBatch; raises QueueError if any entry fails for good. Returns count sent."""
+        entries = []
+        for i, body in enumerate(bodies):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
+            if attributes is not None and attributes[i]:
+                entry["MessageAttributes"] = attributes[i]
+            entries.append(entry)
+        failed = self._batch("send_message_batch", policy, self.client.send_message_batch, entries)
+        if failed:
+            raise QueueError(f"send_message_batch on {self.label} queue: {len(failed)} entries "
+                             "failed")
+        return len(entries)
+
+    def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> None:
+        """Hand bad messages to the DLQ: body unchanged, `reason` (and origin) as attributes."""
+        self.send_bodies(
+            [m.body for m, _ in rejected],
+            [{"reason": {"DataType": "String", "StringValue": reason},
+              "source_message_id": {"DataType": "String", "StringValue": m.message_id}}
+             for m, reason in rejected],
+            policy="dlq_send",
+        )
+
+    def depth(self) -> Depth:
+        attributes = self._call(
+            "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        depth = Depth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+        for state, value in (("visible", depth.visible), ("in_flight", depth.in_flight),
+                             ("delayed", depth.delayed)):
+            metrics.QUEUE_DEPTH.labels(self.label, state).set(value)
+        return depth
+
+    def attribute(self, name: str) -> str | None:
+        attributes = self._call(
+            "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
+            AttributeNames=[name],
+        )["Attributes"]
+        return attributes.get(name)
+
+
+def _is_final(failure: dict[str, Any]) -> bool:
+    """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying."""
+    return bool(failure.get("SenderFault"))
+
+
+def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
+    """The configured DLQ, else the queue's RedrivePolicy target, else `<queue>-dlq`.
+
+    The URL is built on the source queue's own scheme and host (account and name from the
+    target ARN), so it works wherever the source URL works.
+    """
+    if configured:
+        return configured
+    try:
+        policy = Queue(client, queue_url).attribute("RedrivePolicy")
+    except QueueError:
+        policy = None
+    if policy:
+        arn = json.loads(policy).get("deadLetterTargetArn", "")
+        parts = arn.split(":")
+        if len(parts) == 6 and parts[5]:
+            base = urlsplit(queue_url)
+            return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"
+    return queue_url.rstrip("/") + "-dlq"

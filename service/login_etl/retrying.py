@@ -1,0 +1,104 @@
+"""Retry policies for every I/O boundary, in one place.
+
+Each policy is bounded, jittered and exponential, counts every retry in
+login_etl_retries_total{operation}, and retries only what can heal by itself
+(connection loss, timeouts, throttling, 5xx). A missing queue, denied access or a
+constraint violation fails at once: retrying it would only hide the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from login_etl import metrics
+
+T = TypeVar("T")
+
+_RETRYABLE_SQS_CODES = frozenset({
+    "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
+    "ThrottlingException", "Throttling", "RequestTimeout", "SlowDown",
+    "KmsThrottled", "AWS.SimpleQueueService.ServiceUnavailable",
+})
+
+
+class RetryAgain(Exception):
+    """Raised by a call that partly failed (e.g. some entries of a batch); always retried."""
+
+
+def sqs_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RetryAgain | BotoConnectionError | HTTPClientError | ReadTimeoutError):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code") in _RETRYABLE_SQS_CODES or status >= 500
+    return isinstance(exc, BotoCoreError) and "connect" in type(exc).__name__.lower()
+
+
+def db_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RetryAgain | psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        return True
+    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+
+
+def describe(exc: BaseException) -> str:
+    """A short, value-free description for logs: class and error code, never the message."""
+    if isinstance(exc, ClientError):
+        return f"{type(exc).__name__}:{exc.response.get('Error', {}).get('Code', '?')}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}:{sqlstate}" if sqlstate else type(exc).__name__
+
+
+def _policy(operation: str, should_retry: Callable[[BaseException], bool], *, attempts: int,
+            max_wait: float, max_delay: float) -> Retrying:
+    def count(_state: Any) -> None:
+        metrics.RETRIES.labels(operation).inc()
+
+    return Retrying(
+        retry=retry_if_exception(should_retry),
+        wait=wait_random_exponential(multiplier=0.1, max=max_wait),
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_delay),
+        before_sleep=count,
+        reraise=True,
+    )
+
+
+# The SQS calls on the hot path: a short outage is ridden out, a long one surfaces to the
+# worker, which pauses and probes instead of spinning.
+POLICIES: dict[str, Callable[[], Retrying]] = {
+    "receive": lambda: _policy("receive", sqs_retryable, attempts=4, max_wait=2, max_delay=10),
+    "delete": lambda: _policy("delete", sqs_retryable, attempts=6, max_wait=2, max_delay=15),
+    "dlq_send": lambda: _policy("dlq_send", sqs_retryable, attempts=6, max_wait=2, max_delay=15),
+    "visibility": lambda: _policy("visibility", sqs_retryable, attempts=4, max_wait=1,
+                                  max_delay=5),
+    "queue_attributes": lambda: _policy("queue_attributes", sqs_retryable, attempts=3,
+                                        max_wait=1, max_delay=5),
+    "send": lambda: _policy("send", sqs_retryable, attempts=6, max_wait=2, max_delay=30),
+    "connect": lambda: _policy("connect", db_retryable, attempts=5, max_wait=2, max_delay=10),
+    "commit": lambda: _policy("commit", db_retryable, attempts=4, max_wait=2, max_delay=10),
+}
+
+
+def call(operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run fn under the policy of this operation."""
+    return POLICIES[operation]()(fn, *args, **kwargs)

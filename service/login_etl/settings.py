@@ -1,0 +1,227 @@
+"""All configuration, read from the environment (prefix LOGIN_ETL_) and validated once at start.
+
+Anything wrong raises ConfigError with one line that names the variable and never echoes a
+secret; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PREFIX = "LOGIN_ETL_"
+DEFAULT_QUEUE_URL = "http://localhost:4566/000000000000/login-queue"
+DEFAULT_DATABASE_URL = "postgresql://postgres:postgres@localhost:5432/postgres"
+MIN_KEY_BYTES = 32
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one line, safe to print."""
+
+
+@dataclass(frozen=True)
+class MaskingKey:
+    key_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    queue_url: str = DEFAULT_QUEUE_URL
+    dlq_url: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    masking_keys: tuple[MaskingKey, ...] = ()
+    masking_mode: str = "hmac"
+    batch_size: int = 500
+    batch_window_ms: int = 200
+    pollers: int = 4
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 60
+    http_port: int = 8000
+    log_format: str = "json"
+    log_level: str = "info"
+    shutdown_timeout: float = 25.0
+    ledger_retention_days: int = 15
+    pool_size: int = 0
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+    @property
+    def writing_key(self) -> MaskingKey:
+        if not self.masking_keys:
+            raise ConfigError(
+                "LOGIN_ETL_MASKING_KEY (or _FILE, or LOGIN_ETL_MASKING_KEYS) is required; "
+                "`login-etl keygen` prints one"
+            )
+        return self.masking_keys[0]
+
+    @property
+    def db_pool_size(self) -> int:
+        return self.pool_size or 2
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Apply CLI flags (None means "not given") and re-check the result."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        updated = replace(self, **given)
+        updated.check()
+        return updated
+
+    def check(self) -> None:
+        _positive("BATCH_SIZE", self.batch_size, 1, 10_000)
+        _positive("BATCH_WINDOW_MS", self.batch_window_ms, 0, 60_000)
+        _positive("POLLERS", self.pollers, 1, 64)
+        _positive("WAIT_TIME_SECONDS", self.wait_time_seconds, 0, 20)
+        _positive("VISIBILITY_TIMEOUT", self.visibility_timeout, 5, 43_200)
+        _positive("HTTP_PORT", self.http_port, 0, 65_535)
+        _positive("LEDGER_RETENTION_DAYS", self.ledger_retention_days, 1, 3650)
+        if not 0 < self.shutdown_timeout <= 3600:
+            raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
+        if self.masking_mode not in ("hmac", "siv"):
+            raise ConfigError(f"{PREFIX}MASKING_MODE must be 'hmac' or 'siv', got {self.masking_mode!r}")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'console'")
+        for name, url in (("QUEUE_URL", self.queue_url), ("DLQ_URL", self.dlq_url)):
+            if url is not None:
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.path in ("", "/"):
+                    raise ConfigError(f"{PREFIX}{name} must be an http(s) queue URL, got {url!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        queue_url = get("QUEUE_URL") or DEFAULT_QUEUE_URL
+        log_format = get("LOG_FORMAT") or ("console" if os.isatty(2) else "json")
+        settings = cls(
+            queue_url=queue_url,
+            dlq_url=get("DLQ_URL"),
+            database_url=get("DATABASE_URL") or _file_value(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
+            masking_keys=_read_keys(env),
+            masking_mode=(get("MASKING_MODE") or "hmac").lower(),
+            batch_size=_int(get, "BATCH_SIZE", cls.batch_size),
+            batch_window_ms=_int(get, "BATCH_WINDOW_MS", cls.batch_window_ms),
+            pollers=_int(get, "POLLERS", cls.pollers),
+            wait_time_seconds=_int(get, "WAIT_TIME_SECONDS", cls.wait_time_seconds),
+            visibility_timeout=_int(get, "VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            http_port=_int(get, "HTTP_PORT", cls.http_port),
+            log_format=log_format.lower(),
+            log_level=(get("LOG_LEVEL") or "info").lower(),
+            shutdown_timeout=_float(get, "SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
+            ledger_retention_days=_int(get, "LEDGER_RETENTION_DAYS", cls.ledger_retention_days),
+            pool_size=_int(get, "DB_POOL_SIZE", 0),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _region_of(queue_url),
+            endpoint_url=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
+            or _endpoint_of(queue_url),
+        )
+        settings.check()
+        return settings
+
+
+def _int(get: Any, name: str, default: int) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
+
+
+def _float(get: Any, name: str, default: float) -> float:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+
+
+def _positive(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{PREFIX}{name} must be between {low} and {high}, got {value}")
+
+
+def _file_value(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(f"{PREFIX}{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
+def _endpoint_of(queue_url: str) -> str | None:
+    """A queue on a non-AWS host (LocalStack, ElasticMQ) is also the SQS endpoint."""
+    parts = urlsplit(queue_url)
+    if parts.hostname and not parts.hostname.endswith("amazonaws.com"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def _region_of(queue_url: str) -> str:
+    host = urlsplit(queue_url).hostname or ""
+    match = re.match(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com", host)
+    return match.group(1) if match else "us-east-1"
+
+
+def parse_secret(text: str, where: str) -> bytes:
+    """Hex (64+ digits) or `base64:...`; at least 32 bytes either way."""
+    text = text.strip()
+    try:
+        if text.startswith("base64:"):
+            secret = base64.b64decode(text[7:], validate=True)
+        else:
+            secret = bytes.fromhex(text)
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            f"{where} must be hex (64+ hex characters) or base64:<data>; it is neither"
+        ) from None
+    if len(secret) < MIN_KEY_BYTES:
+        raise ConfigError(f"{where} is {len(secret)} bytes; at least {MIN_KEY_BYTES} are required")
+    return secret
+
+
+def derived_key_id(secret: bytes) -> str:
+    """A stable short id for a key given without one, so tokens still name their key."""
+    return hmac.new(secret, b"login-etl key id", hashlib.sha256).hexdigest()[:8]
+
+
+def _read_keys(env: Mapping[str, str]) -> tuple[MaskingKey, ...]:
+    many = env.get(f"{PREFIX}MASKING_KEYS") or _file_value(env, "MASKING_KEYS")
+    if many:
+        keys: list[MaskingKey] = []
+        for position, entry in enumerate(re.split(r"[,\n]", many), start=1):
+            entry = entry.strip()
+            if not entry:
+                continue
+            key_id, sep, secret = entry.partition(":")
+            if not sep or not _KEY_ID.match(key_id):
+                raise ConfigError(
+                    f"{PREFIX}MASKING_KEYS entry {position} must be <id>:<secret> with an id of "
+                    "1-16 letters, digits, '-' or '_'"
+                )
+            if any(k.key_id == key_id for k in keys):
+                raise ConfigError(f"{PREFIX}MASKING_KEYS names key id {key_id!r} twice")
+            keys.append(MaskingKey(key_id, parse_secret(secret, f"{PREFIX}MASKING_KEYS[{key_id}]")))
+        return tuple(keys)
+    one = env.get(f"{PREFIX}MASKING_KEY") or _file_value(env, "MASKING_KEY")
+    if one:
+        secret = parse_secret(one, f"{PREFIX}MASKING_KEY")
+        return (MaskingKey(derived_key_id(secret), secret),)
+    return ()

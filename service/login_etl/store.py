@@ -1,0 +1,156 @@
+"""The Postgres side: the pool, the schema, and the one-transaction write of rows + ledger.
+
+The ledger (login_etl_ledger) holds the SQS message id of every message settled, written in
+the same transaction as its row. A redelivered message finds its id there and becomes a
+no-op, which is what makes "commit, then delete" safe against crashes between the two, an
+ambiguous commit (connection lost after COMMIT was sent), and several replicas at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from login_etl import metrics, retrying
+from login_etl.messages import LoginEvent
+
+COLUMNS = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
+           "create_date")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_logins(
+  user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+  masked_device_id varchar(256), locale varchar(32), app_version integer,
+  create_date date);
+CREATE TABLE IF NOT EXISTS login_etl_ledger(
+  message_id text PRIMARY KEY,
+  outcome text NOT NULL,
+  processed_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS login_etl_ledger_processed_at ON login_etl_ledger (processed_at);
+"""
+
+_CLAIM = (
+    "INSERT INTO login_etl_ledger (message_id, outcome) "
+    "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
+)
+_COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
+_SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
+
+
+class StoreError(RuntimeError):
+    """The database refused or could not be reached after retries; value-free description."""
+
+    def __init__(self, message: str, *, data_related: bool = False) -> None:
+        super().__init__(message)
+        self.data_related = data_related
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Class 22 (data exception) and 23 (constraint violation): a row, not the database, is bad."""
+    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+
+
+class Store:
+    def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
+        self.pool = ConnectionPool(
+            database_url, min_size=1, max_size=max(1, pool_size), open=False,
+            kwargs={"application_name": "login-etl"}, name="login-etl", timeout=10,
+            check=ConnectionPool.check_connection,
+        )
+
+    def open(self, wait_seconds: float = 10.0) -> None:
+        """Open the pool and wait for a first connection, so bad DSNs fail at start."""
+        self.pool.open()
+        try:
+            retrying.call("connect", self.pool.wait, timeout=wait_seconds)
+        except Exception as exc:
+            raise StoreError(f"cannot connect to the database: {retrying.describe(exc)}") from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def init_schema(self) -> None:
+        with self.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """BEGIN ... COMMIT on one pooled connection; an exception rolls back."""
+        started = time.perf_counter()
+        with self.connection() as conn, conn.transaction():
+            yield Transaction(conn)
+        metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
+
+    def ping(self) -> bool:
+        try:
+            with self.pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def prune_ledger(self, retention_days: int) -> int:
+        """Ids older than SQS's longest retention can never be redelivered: forget them."""
+        with self.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "DELETE FROM login_etl_ledger WHERE processed_at < now() - make_interval(days => %s)",
+                (retention_days,),
+            )
+            return cur.rowcount
+
+    def count_rows(self) -> int:
+        with self.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM user_logins").fetchone()
+            return int(row[0]) if row else 0
+
+    def latest_rows(self, limit: int = 10) -> list[tuple[Any, ...]]:
+        """The most recently written rows (the table has no key: physical order approximates it)."""
+        with self.connection() as conn:
+            return conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM user_logins ORDER BY ctid DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
+
+    def clear(self) -> int:
+        with self.connection() as conn, conn.transaction():
+            rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
+            conn.execute("TRUNCATE user_logins, login_etl_ledger")
+            return int(rows[0]) if rows else 0
+
+
+class Transaction:
+    """The statements of one settle: claim ids in the ledger, then COPY the new rows."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def claim(self, ids_and_outcomes: Sequence[tuple[str, str]]) -> set[str]:
+        """Insert the ids into the ledger; return those not seen before (the rest are repeats).
+
+        A concurrent replica claiming the same id blocks here until it commits, then sees a
+        conflict: exactly one of them stores the row.
+        """
+        if not ids_and_outcomes:
+            return set()
+        ids = [i for i, _ in ids_and_outcomes]
+        outcomes = [o for _, o in ids_and_outcomes]
+        cur = self.conn.execute(_CLAIM, (ids, outcomes), prepare=True)
+        return {row[0] for row in cur.fetchall()}
+
+    def insert(self, events: Sequence[LoginEvent]) -> None:
+        if not events:
+            return
+        with self.conn.cursor().copy(_COPY) as copy:
+            for event in events:
+                copy.write_row(event.row())

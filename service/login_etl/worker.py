@@ -1,0 +1,359 @@
+"""The daemon: pollers -> batcher -> settlers, a heartbeat, and an orderly shutdown.
+
+Threads (the dramatiq split of consumers and workers):
+  pollers     long-poll SQS, parse + mask each message, hand lists to the batcher (bounded, so a
+              slow database stops the receiving instead of piling messages up in memory)
+  batcher     cuts batches by size or time window and gives each to a settler
+  settlers    run Pipeline.settle (commit, then delete); on an outage they keep their batch,
+              probe until the dependency is back, and settle it again
+  heartbeat   extends the visibility of messages held too long, refreshes queue depths,
+              prunes the ledger
+
+Every message received is, at all times, in exactly one of: the inbox, a batch being settled,
+or released back to the queue. `held` tracks them for the heartbeat and for shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from login_etl import logs, metrics
+from login_etl.masking import Masker
+from login_etl.messages import Received, parse
+from login_etl.pipeline import Item, Outcome, Pipeline
+from login_etl.queue import Queue, QueueError
+from login_etl.settings import Settings
+from login_etl.store import Store, StoreError
+
+log = logs.get("login_etl.worker")
+_STOP = object()
+UNTIL_EMPTY_WAIT_SECONDS = 1
+
+
+@dataclass
+class _Held:
+    message: Received
+    extended_at: float
+
+
+@dataclass
+class Health:
+    """What /healthz and /readyz read; written by the worker threads."""
+
+    sqs_ok: bool = True
+    db_ok: bool = True
+    ticks: dict[str, float] = field(default_factory=dict)
+
+    def tick(self, name: str) -> None:
+        self.ticks[name] = time.monotonic()
+
+    def stalled(self, limit: float) -> list[str]:
+        now = time.monotonic()
+        return [name for name, at in self.ticks.items() if now - at > limit]
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: Store, source: Queue, dlq: Queue,
+                 masker: Masker, *, until_empty: bool = False, keep_messages: bool = False,
+                 ) -> None:
+        self.settings = settings
+        self.store = store
+        self.source = source
+        self.masker = masker
+        self.until_empty = until_empty
+        self.keep_messages = keep_messages
+        self.pipeline = Pipeline(store, source, dlq, keep_messages=keep_messages)
+        self.health = Health()
+        self.stopping = threading.Event()
+        self.db_up = threading.Event()
+        self.db_up.set()
+        self.totals = Outcome()
+        self._inbox: stdqueue.Queue[object] = stdqueue.Queue(maxsize=settings.pollers * 4)
+        self._held: dict[str, _Held] = {}
+        self._kept: list[Received] = []
+        self._lock = threading.Lock()
+        self._settlers = ThreadPoolExecutor(settings.pollers, thread_name_prefix="settler")
+        self._slots = threading.BoundedSemaphore(settings.pollers)
+        self._busy = 0
+        self._last_message_at = time.monotonic()
+        self._empty_receives = 0
+        self._deadline = float("inf")
+        self._threads: list[threading.Thread] = []
+        self._wait = UNTIL_EMPTY_WAIT_SECONDS if until_empty else settings.wait_time_seconds
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.settings.pollers):
+            self._spawn(f"poller-{i}", self._poll)
+        self._spawn("batcher", self._batch)
+        self._spawn("heartbeat", self._heartbeat)
+        log.info("worker_started", pollers=self.settings.pollers,
+                 batch_size=self.settings.batch_size,
+                 batch_window_ms=self.settings.batch_window_ms, until_empty=self.until_empty,
+                 keep_messages=self.keep_messages, masking_mode=self.masker.mode,
+                 key_id=self.masker.key_id)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def run(self, stop: threading.Event) -> Outcome:
+        """Run until `stop` is set (a signal) or, with until_empty, the queue is drained."""
+        started = time.monotonic()
+        self.start()
+        while not stop.wait(0.2):
+            self.health.tick("main")
+            if self.until_empty and self._drained():
+                break
+        self.shutdown()
+        seconds = time.monotonic() - started
+        log.info("worker_stopped", seconds=round(seconds, 3), stored=self.totals.stored,
+                 duplicates=self.totals.duplicates, rejected=len(self.totals.rejected),
+                 not_deleted=len(self.totals.not_deleted))
+        return self.totals
+
+    def shutdown(self) -> None:
+        """Stop receiving, settle what is in hand, release the rest; bounded by shutdown_timeout."""
+        self._deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.stopping.set()
+        log.info("worker_stopping", held=self.in_flight())
+        self._inbox.put(_STOP)  # blocks only while the batcher is still draining: bounded
+        for thread in self._threads:
+            if thread.name == "batcher":
+                thread.join(max(0.0, self._deadline - time.monotonic()))
+        self._settlers.shutdown(wait=False)
+        while self._busy and time.monotonic() < self._deadline - 1:
+            time.sleep(0.05)
+        for thread in self._threads:
+            if thread.name.startswith("poller"):
+                thread.join(max(0.0, self._deadline - time.monotonic() - 0.5))
+        leftovers = self._drain_inbox()
+        with self._lock:
+            leftovers += [h.message for h in self._held.values()]
+        self._release(leftovers + self._kept, "shutdown")
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def _drained(self) -> bool:
+        """Nothing held, nothing settling, pollers saw an empty queue, and SQS agrees."""
+        if self.in_flight() or self._busy or not self._inbox.empty():
+            return False
+        if self._empty_receives < self.settings.pollers:
+            return False
+        try:
+            return self.source.depth().visible == 0
+        except QueueError:
+            return False
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        name = threading.current_thread().name
+        backoff = 1.0
+        while not self.stopping.is_set():
+            self.health.tick(name)
+            if not self.db_up.wait(1.0):
+                continue  # the database is down: do not take messages we cannot store
+            try:
+                received = self.source.receive(self._wait, self.settings.visibility_timeout)
+            except QueueError as exc:
+                self._sqs_down(exc, backoff)
+                backoff = min(backoff * 2, 15.0)
+                continue
+            if not self.health.sqs_ok:
+                log.info("sqs_recovered")
+            self.health.sqs_ok, backoff = True, 1.0
+            if not received:
+                self._empty_receives += 1
+                continue
+            self._empty_receives = 0
+            self._last_message_at = time.monotonic()
+            now = time.monotonic()
+            with self._lock:
+                for message in received:
+                    self._held[message.message_id] = _Held(message, now)
+                metrics.IN_FLIGHT.set(len(self._held))
+            if self.stopping.is_set():
+                self._forget_and_release(received, "shutdown")
+                return
+            items = [(m, parse(m, self.masker)) for m in received]
+            while True:  # bounded hand-off: a full inbox (slow database) stops the receiving
+                try:
+                    self._inbox.put(items, timeout=1.0)
+                    break
+                except stdqueue.Full:
+                    self.health.tick(name)
+
+    def _sqs_down(self, exc: QueueError, backoff: float) -> None:
+        if self.health.sqs_ok:
+            log.warning("sqs_unavailable", error=str(exc), retry_in_seconds=backoff)
+        self.health.sqs_ok = False
+        self.stopping.wait(backoff)
+
+    def _batch(self) -> None:
+        window = self.settings.batch_window_ms / 1000
+        batch: list[Item] = []
+        cut_at = float("inf")
+        while True:
+            self.health.tick("batcher")
+            timeout = 0.5 if not batch else max(0.0, cut_at - time.monotonic())
+            try:
+                got = self._inbox.get(timeout=timeout)
+            except stdqueue.Empty:
+                got = None
+            if got is _STOP:
+                if batch:
+                    self._submit(batch)
+                return
+            if got:
+                if not batch:
+                    cut_at = time.monotonic() + window
+                batch.extend(got)  # type: ignore[arg-type]
+            if batch and (len(batch) >= self.settings.batch_size or time.monotonic() >= cut_at):
+                self._submit(batch)
+                batch, cut_at = [], float("inf")
+
+    def _submit(self, batch: list[Item]) -> None:
+        while not self._slots.acquire(timeout=1.0):
+            self.health.tick("batcher")
+        with self._lock:
+            self._busy += 1
+        try:
+            self._settlers.submit(self._settle, batch)
+        except RuntimeError:  # executor already shut down
+            self._slots.release()
+            with self._lock:
+                self._busy -= 1
+            self._forget_and_release([m for m, _ in batch], "shutdown")
+
+    def _settle(self, batch: list[Item]) -> None:
+        """Settle one batch, riding out outages; give it back to the queue only at shutdown."""
+        backoff = 0.5
+        messages = [m for m, _ in batch]
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    outcome = self.pipeline.settle(batch)
+                except (StoreError, QueueError) as exc:
+                    if self.stopping.is_set() and time.monotonic() > self._deadline - 3:
+                        self._forget_and_release(messages, "unsettled_at_shutdown")
+                        return
+                    self._wait_for_recovery(exc, backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                self._settled(batch, outcome, time.perf_counter() - started)
+                return
+        except Exception as exc:  # a bug: keep the messages safe (they come back) and say so
+            log.error("settle_failed", error=type(exc).__name__, messages=len(batch))
+            self._forget_and_release(messages, "settle_failed")
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._slots.release()
+
+    def _wait_for_recovery(self, exc: Exception, backoff: float) -> None:
+        if isinstance(exc, StoreError):
+            if self.db_up.is_set():
+                log.warning("database_unavailable", error=str(exc))
+            self.db_up.clear()
+            self.health.db_ok = False
+            self.stopping.wait(backoff)
+            if self.store.ping():
+                if not self.db_up.is_set():
+                    log.info("database_recovered")
+                self.db_up.set()
+                self.health.db_ok = True
+        else:
+            log.warning("dlq_handoff_failed", error=str(exc), retry_in_seconds=backoff)
+            self.stopping.wait(backoff)
+
+    def _settled(self, batch: list[Item], outcome: Outcome, seconds: float) -> None:
+        messages = [m for m, _ in batch]
+        with self._lock:
+            for m in messages:
+                self._held.pop(m.message_id, None)
+            if self.keep_messages:
+                self._kept.extend(messages)
+            metrics.IN_FLIGHT.set(len(self._held))
+            self.totals.merge(outcome)
+        metrics.BATCH_SECONDS.observe(seconds)
+        metrics.BATCH_SIZE.observe(len(batch))
+        log.info("batch_settled", messages=len(batch), stored=outcome.stored,
+                 duplicates=outcome.duplicates, rejected=len(outcome.rejected),
+                 rejected_ids=[i for i, _ in outcome.rejected],
+                 reasons=sorted({r for _, r in outcome.rejected}),
+                 not_deleted=len(outcome.not_deleted),
+                 commit_ms=round(outcome.commit_seconds * 1000, 2),
+                 delete_ms=round(outcome.delete_seconds * 1000, 2),
+                 batch_ms=round(seconds * 1000, 2))
+
+    def _heartbeat(self) -> None:
+        vis = self.settings.visibility_timeout
+        every = max(1.0, vis / 6)
+        next_depth = next_prune = 0.0
+        while not self.stopping.wait(every):
+            self.health.tick("heartbeat")
+            now = time.monotonic()
+            with self._lock:
+                due = [h for h in self._held.values() if now - h.extended_at > vis / 3]
+                for h in due:
+                    h.extended_at = now
+            if due:
+                try:
+                    failed = self.source.change_visibility([h.message for h in due], vis)
+                    log.info("visibility_extended", messages=len(due), failed=len(failed))
+                except QueueError as exc:
+                    log.warning("visibility_extend_failed", messages=len(due), error=str(exc))
+            if now >= next_depth:
+                next_depth = now + 15
+                with contextlib.suppress(QueueError):
+                    self.source.depth()
+            if now >= next_prune and self.health.db_ok:
+                next_prune = now + 3600
+                try:
+                    pruned = self.store.prune_ledger(self.settings.ledger_retention_days)
+                    if pruned:
+                        log.info("ledger_pruned", ids=pruned)
+                except Exception as exc:
+                    log.warning("ledger_prune_failed", error=type(exc).__name__)
+
+    # -- giving messages back --------------------------------------------------------------
+
+    def _drain_inbox(self) -> list[Received]:
+        messages: list[Received] = []
+        while True:
+            try:
+                got = self._inbox.get_nowait()
+            except stdqueue.Empty:
+                return messages
+            if got is not _STOP and got:
+                messages.extend(m for m, _ in got)  # type: ignore[union-attr]
+
+    def _forget_and_release(self, messages: Sequence[Received], why: str) -> None:
+        with self._lock:
+            for m in messages:
+                self._held.pop(m.message_id, None)
+            metrics.IN_FLIGHT.set(len(self._held))
+        self._release(messages, why)
+
+    def _release(self, messages: Sequence[Received], why: str) -> None:
+        """Visibility 0: the messages are redelivered at once instead of after the timeout."""
+        if not messages:
+            return
+        try:
+            failed = self.source.change_visibility(messages, 0)
+        except QueueError as exc:
+            log.warning("release_failed", messages=len(messages), reason=why, error=str(exc))
+            return
+        log.info("messages_released", messages=len(messages), failed=len(failed), reason=why)
