@@ -160,7 +160,8 @@ ensure_base() {
 build_image() {
     [[ -f "$ROOT/README.md" ]] || die "README.md missing (pyproject.toml names it as readme)"
     log "docker build -t $IMAGE --build-arg BASE_IMAGE=$BASE_TAG"
-    local t=$(date +%s)
+    local t
+    t=$(date +%s)
     DOCKER_BUILDKIT=0 docker build --network host --build-arg "BASE_IMAGE=$BASE_TAG" \
         -t "$IMAGE" "$ROOT" >"$CACHE/docker-build.log" 2>&1 \
         || { tail -40 "$CACHE/docker-build.log"; die "docker build failed"; }
