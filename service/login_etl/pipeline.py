@@ -7,6 +7,7 @@ recorded in the ledger) has committed.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class Pipeline:
         self.source = source
         self.dlq = dlq
         self.keep_messages = keep_messages
+        # Rejects already handed to the DLQ by a transaction that then failed to commit: a
+        # retry of the same batch must not hand them off a second time.
+        self._handed_off: set[str] = set()
+        self._lock = threading.Lock()
 
     def settle(self, items: Sequence[Item]) -> Outcome:
         """Store the batch and hand off its rejects in one transaction, COMMIT, then delete.
@@ -95,11 +100,17 @@ class Pipeline:
             tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])
             fresh_rejects = [(received, p.reason) for received, p in items
                              if isinstance(p, Rejection) and p.message_id in new_ids]
-            if fresh_rejects:
+            with self._lock:
+                unsent = [(m, r) for m, r in fresh_rejects if m.message_id not in self._handed_off]
+            if unsent:
                 # Inside the transaction: if the hand-off fails, the ledger rows roll back and
                 # the messages stay in the source queue. A crash after it and before COMMIT can
-                # only repeat the hand-off, never lose it.
-                self.dlq.send_rejections(fresh_rejects)
+                # only repeat the hand-off (the DLQ copy carries source_message_id), never lose it.
+                self.dlq.send_rejections(unsent)
+                with self._lock:
+                    self._handed_off.update(m.message_id for m, _ in unsent)
+        with self._lock:
+            self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
         outcome.stored = sum(1 for _, p in items
                              if isinstance(p, LoginEvent) and p.message_id in new_ids)
         outcome.rejected = [(r.message_id, reason) for r, reason in fresh_rejects]

@@ -58,6 +58,34 @@ class Health:
         return [name for name, at in self.ticks.items() if now - at > limit]
 
 
+class Batcher:
+    """Cuts a batch when it holds `size` messages or its first message has waited `window` s."""
+
+    IDLE_TIMEOUT = 0.5
+
+    def __init__(self, size: int, window: float) -> None:
+        self.size = size
+        self.window = window
+        self.items: list[Item] = []
+        self._cut_at = float("inf")
+
+    def add(self, items: Sequence[Item], now: float) -> None:
+        if not self.items:
+            self._cut_at = now + self.window
+        self.items.extend(items)
+
+    def ready(self, now: float) -> bool:
+        return bool(self.items) and (len(self.items) >= self.size or now >= self._cut_at)
+
+    def timeout(self, now: float) -> float:
+        """How long the batcher may wait for more before the window closes."""
+        return self.IDLE_TIMEOUT if not self.items else max(0.0, self._cut_at - now)
+
+    def cut(self) -> list[Item]:
+        batch, self.items, self._cut_at = self.items, [], float("inf")
+        return batch
+
+
 class Worker:
     def __init__(self, settings: Settings, store: Store, source: Queue, dlq: Queue,
                  masker: Masker, *, until_empty: bool = False, keep_messages: bool = False,
@@ -201,27 +229,21 @@ class Worker:
         self.stopping.wait(backoff)
 
     def _batch(self) -> None:
-        window = self.settings.batch_window_ms / 1000
-        batch: list[Item] = []
-        cut_at = float("inf")
+        batcher = Batcher(self.settings.batch_size, self.settings.batch_window_ms / 1000)
         while True:
             self.health.tick("batcher")
-            timeout = 0.5 if not batch else max(0.0, cut_at - time.monotonic())
             try:
-                got = self._inbox.get(timeout=timeout)
+                got = self._inbox.get(timeout=batcher.timeout(time.monotonic()))
             except stdqueue.Empty:
                 got = None
             if got is _STOP:
-                if batch:
-                    self._submit(batch)
+                if batcher.items:
+                    self._submit(batcher.cut())
                 return
             if got:
-                if not batch:
-                    cut_at = time.monotonic() + window
-                batch.extend(got)  # type: ignore[arg-type]
-            if batch and (len(batch) >= self.settings.batch_size or time.monotonic() >= cut_at):
-                self._submit(batch)
-                batch, cut_at = [], float("inf")
+                batcher.add(got, time.monotonic())  # type: ignore[arg-type]
+            if batcher.ready(time.monotonic()):
+                self._submit(batcher.cut())
 
     def _submit(self, batch: list[Item]) -> None:
         while not self._slots.acquire(timeout=1.0):

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Ensure LocalStack (SQS only, no Docker) answers on 127.0.0.1:4566: install it into its own
+# cached venv on first use (it pins its own boto3 and needs Python >= 3.13), start it if not
+# running, wait until SQS is ready. Idempotent; safe to call from CI on a fresh machine.
+set -euo pipefail
+CACHE=${LOGIN_ETL_CACHE:-/root/.cache/login-etl}
+VENV=$CACHE/localstack-venv
+PORT=${LOCALSTACK_PORT:-4566}
+LOG=$CACHE/localstack.log
+VERSION=2026.3.0
+
+health() { curl -fsS "http://127.0.0.1:$PORT/_localstack/health" 2>/dev/null | grep -q '"sqs": "\(running\|available\)"'; }
+
+if health; then echo "localstack: already running on $PORT"; exit 0; fi
+
+mkdir -p "$CACHE"
+if ! "$VENV/bin/python" -c "import localstack" 2>/dev/null; then
+  PY=""
+  for candidate in python3.13 "$(pyenv root 2>/dev/null)/versions/3.13"*/bin/python3.13 /root/.pyenv/versions/3.13*/bin/python3.13; do
+    if [ -x "$(command -v "$candidate" 2>/dev/null || echo "$candidate")" ]; then PY=$(command -v "$candidate" 2>/dev/null || echo "$candidate"); break; fi
+  done
+  [ -n "$PY" ] || { echo "localstack: needs Python >= 3.13 (pyenv install 3.13)" >&2; exit 1; }
+  echo "localstack: installing localstack-core $VERSION into $VENV (python: $PY)"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
+  "$VENV/bin/pip" install -q "localstack-core[runtime]==$VERSION" 'cbor2<6' 'pyopenssl<25' 2>&1 | grep -v '^WARNING' || true
+  "$VENV/bin/python" -c "import localstack" || { echo "localstack: install failed" >&2; exit 1; }
+fi
+
+echo "localstack: starting on 127.0.0.1:$PORT (log: $LOG)"
+cd "$CACHE"
+SERVICES=sqs EAGER_SERVICE_LOADING=1 GATEWAY_LISTEN=127.0.0.1:$PORT DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+  SKIP_SSL_CERT_DOWNLOAD=1 SQS_DISABLE_CLOUDWATCH_METRICS=1 GATEWAY_SERVER=hypercorn \
+  LOCALSTACK_VOLUME_DIR="$CACHE/localstack-volume" \
+  nohup "$VENV/bin/python" -m localstack.runtime.main >"$LOG" 2>&1 </dev/null &
+echo $! >"$CACHE/localstack.pid"
+for _ in $(seq 1 120); do
+  if health; then echo "localstack: ready"; exit 0; fi
+  sleep 0.5
+done
+echo "localstack: did not become ready in 60 s; last log lines:" >&2
+tail -20 "$LOG" >&2
+exit 1

@@ -1,0 +1,167 @@
+"""The core pipeline against real LocalStack and real PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+from tests.integration.stack import SAMPLE, Stack, sample_bodies, sample_events, wait_until
+
+
+def _raw_pii(stack: Stack) -> list[str]:
+    """Every ip and device_id of the sample that shows up anywhere in the table."""
+    rows = stack.query("SELECT * FROM user_logins")
+    cells = [str(c) for row in rows for c in row if c is not None]
+    values = [e[k] for e in sample_events() for k in ("ip", "device_id") if k in e]
+    return [v for v in values if any(v in cell for cell in cells)]
+
+
+def test_sample_gives_99_rows_and_1_dlq_message(stack: Stack) -> None:
+    stack.cli("load", str(SAMPLE))
+    result = stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 99
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert _raw_pii(stack) == []
+    assert stack.query("SELECT count(*) FROM user_logins WHERE locale IS NULL")[0][0] == 29
+    assert stack.query("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'h1.%' "
+                       "AND masked_device_id LIKE 'h1.%'")[0][0] == 99
+    # app_version is encoded without collisions: every row matches its source text
+    events = {e["user_id"]: e for e in sample_events() if "user_id" in e}
+    for user_id, version in stack.query("SELECT user_id, app_version FROM user_logins"):
+        major, minor, *patch = (int(p) for p in events[user_id]["app_version"].split("."))
+        assert version == major * 1_000_000 + minor * 1_000 + (patch[0] if patch else 0)
+    dlq = stack.receive_all(dlq=True)
+    assert len(dlq) == 1
+    assert json.loads(dlq[0]["Body"]) == {"foo": "oops_wrong_msg_type", "bar": "123"}
+    assert dlq[0]["Body"] in sample_bodies(), "the DLQ body must be the message unchanged"
+    assert dlq[0]["MessageAttributes"]["reason"]["StringValue"] == "missing_field:user_id"
+    events_logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    settled = [e for e in events_logged if e["event"] == "batch_settled"]
+    assert sum(e["stored"] for e in settled) == 99 and sum(e["rejected"] for e in settled) == 1
+    for value in (v for e in sample_events() for k, v in e.items() if k in ("ip", "device_id")):
+        assert value not in result.stderr
+
+
+def test_create_date_is_the_date_sqs_received_the_message(stack: Stack) -> None:
+    stack.send(sample_bodies()[:5])
+    sent = stack.sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=1,
+                                     VisibilityTimeout=0,
+                                     MessageSystemAttributeNames=["SentTimestamp"])
+    sent_ms = int(sent["Messages"][0]["Attributes"]["SentTimestamp"])
+    stack.cli("run", "--until-empty")
+    dates = stack.query("SELECT DISTINCT create_date FROM user_logins")
+    expected = time.strftime("%Y-%m-%d", time.gmtime(sent_ms / 1000))
+    assert [str(d[0]) for d in dates] == [expected]
+
+
+def test_keep_messages_then_run_stores_each_message_once(stack: Stack) -> None:
+    stack.send(sample_bodies())
+    stack.cli("run", "--keep-messages", "--until-empty")
+    assert stack.count_rows() == 99
+    depth = stack.depth()
+    assert depth["visible"] + depth["in_flight"] == 100, "keep-messages must not delete"
+    wait_until(lambda: stack.depth()["visible"] == 100, 10, what="kept messages released")
+    again = stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 99, "a redelivered message must never make a second row"
+    assert stack.duplicate_rows() == 0
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert len(stack.receive_all(dlq=True)) == 1, "the reject is handed to the DLQ only once"
+    stopped = [json.loads(line) for line in again.stderr.splitlines() if '"worker_stopped"' in line]
+    assert stopped[0]["duplicates"] == 100 and stopped[0]["stored"] == 0
+
+
+def test_running_twice_on_redelivered_messages_makes_no_second_row(stack: Stack) -> None:
+    stack.send(sample_bodies())
+    stack.cli("run", "--until-empty")
+    # Simulate redelivery of already-committed messages: the same message ids come back.
+    stack.query("SELECT 1")
+    ids_before = stack.query("SELECT count(*) FROM login_etl_ledger")[0][0]
+    assert ids_before == 100
+    stack.send(sample_bodies()[:10])  # new messages (new ids), same content: they are new rows
+    stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 109
+
+
+def test_commit_failure_deletes_nothing_and_loses_nothing(stack: Stack) -> None:
+    """Delete-after-commit: while every COMMIT fails, the queue keeps every message."""
+    stack.cli("init-db")
+    stack.query("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'commit refused by test'; END $$;
+        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON login_etl_ledger
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    stack.send(sample_bodies())
+    worker = stack.start("--until-empty")
+    try:
+        wait_until(lambda: stack.depth()["in_flight"] > 0, 15, what="worker holding messages")
+        time.sleep(3)  # several failed commits
+        depth = stack.depth()
+        assert depth["visible"] + depth["in_flight"] == 100, depth
+        assert stack.count_rows() == 0
+        # The reject's hand-off precedes the COMMIT (so it cannot be lost) and is not repeated
+        # by the retries of the same batch.
+        assert stack.depth(dlq=True)["visible"] <= 1
+        assert worker.poll() is None, "a failing commit must not crash the worker"
+        stack.query("DROP TRIGGER refuse_at_commit ON login_etl_ledger")
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert stack.count_rows() == 99 and stack.duplicate_rows() == 0
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert stack.depth(dlq=True)["visible"] == 1
+
+
+def test_row_the_database_refuses_goes_to_the_dlq_alone(stack: Stack) -> None:
+    """One bad row never fails its batch: it is isolated and handed to the DLQ with a reason."""
+    stack.cli("init-db")
+    victim = sample_events()[0]["user_id"]
+    stack.query(f"ALTER TABLE user_logins ADD CONSTRAINT no_victim CHECK (user_id <> '{victim}')")
+    stack.send(sample_bodies())
+    stack.cli("run", "--until-empty", "--batch-size", "100")
+    assert stack.count_rows() == 98
+    reasons = sorted(m["MessageAttributes"]["reason"]["StringValue"]
+                     for m in stack.receive_all(dlq=True))
+    assert reasons == ["db_rejected:23514", "missing_field:user_id"]
+    assert stack.depth()["visible"] == 0
+
+
+def test_load_reads_json_lines_and_gzip(stack: Stack, tmp_path: Path) -> None:
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("\n".join(sample_bodies()[:40]) + "\n")
+    packed = tmp_path / "events.json.gz"
+    packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    assert "sent 40 messages" in stack.cli("load", str(lines)).stdout
+    assert "sent 100 messages" in stack.cli("load", str(packed)).stdout
+    counted = json.loads(stack.cli("count", "--json").stdout)
+    assert counted["source"]["visible"] == 140 and counted["dlq"]["visible"] == 0
+
+
+def test_until_empty_on_an_empty_queue_exits_promptly(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.cli("run", "--until-empty")
+    assert time.monotonic() - started < 10
+
+
+def test_status_shows_depths_and_masked_rows_only(stack: Stack) -> None:
+    stack.send(sample_bodies())
+    stack.cli("run", "--until-empty")
+    out = stack.cli("status", "--limit", "100", env={**stack.env(), "COLUMNS": "400"}).stdout
+    assert "99 rows" in out and "h1." in out
+    for event in sample_events():
+        for key in ("ip", "device_id"):
+            if key in event:
+                assert event[key] not in out
+
+
+def test_clear_db_needs_confirmation(stack: Stack) -> None:
+    stack.send(sample_bodies()[:10])
+    stack.cli("run", "--until-empty")
+    refused = stack.cli("clear-db", check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert stack.count_rows() == 10
+    assert "removed 10 rows" in stack.cli("clear-db", "--yes").stdout
+    assert stack.count_rows() == 0
