@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,8 +47,6 @@ def stack(sqs: Any, postgres: str) -> Iterator[Stack]:
     database_url = create_database()
     yield Stack(sqs, queue_url, dlq_url, database_url)
     for url in (queue_url, dlq_url):
-        try:
+        with contextlib.suppress(Exception):
             sqs.delete_queue(QueueUrl=url)
-        except Exception:
-            pass
     drop_database(database_url)
