@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import secrets
 import signal
 import sys
@@ -18,7 +19,7 @@ import click
 
 from login_etl import __version__, logs
 from login_etl.masking import Masker, UnmaskError
-from login_etl.queue import Queue, QueueError, dlq_url_for, make_client
+from login_etl.queue import Queue, QueueError, dlq_url_for, make_client, redrive
 from login_etl.settings import ConfigError, Settings
 from login_etl.store import Store, StoreError
 
@@ -144,7 +145,11 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        logs.get("login_etl.cli").info("signal_received", signal=signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():  # a second signal: leave now; held messages return after their timeout
+            logs.get("login_etl.cli").warning("forced_exit", signal=name)
+            os._exit(130)
+        logs.get("login_etl.cli").info("signal_received", signal=name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -153,6 +158,8 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         worker.run(stop)
     finally:
         store.close()
+    if worker.fatal:
+        fail(worker.fatal, EXIT_UNAVAILABLE)
 
 
 def _depths(obj: Context) -> dict[str, dict[str, Any]]:
@@ -306,6 +313,35 @@ def unmask(obj: Context, token: str, field: str) -> None:
         fail(str(exc))
     except UnmaskError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead-letter queue operations."""
+
+
+@dlq.command("redrive")
+@click.option("--max", "limit", type=int, help="Move at most this many messages.")
+@pass_context
+def dlq_redrive(obj: Context, limit: int | None) -> None:
+    """Move DLQ messages back to the source queue (after a fix); safe to interrupt."""
+    source, dead = obj.source(), obj.dlq()
+    obj.check_queue(source)
+    obj.check_queue(dead)
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+
+    def progress(moved: int) -> None:
+        if moved % 100 < 10:
+            click.echo(f"moved {moved}", err=True)
+
+    try:
+        moved = redrive(dead, source, limit, progress, interrupted.is_set)
+    except QueueError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    click.echo(f"moved {moved} messages from {dead.url} to {source.url}"
+               + (" (interrupted)" if interrupted.is_set() else ""))
 
 
 def main() -> None:

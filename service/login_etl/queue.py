@@ -22,10 +22,19 @@ from login_etl.settings import Settings
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
+# A message moved back from the DLQ carries the DLQ message's id; the ledger knows it by that
+# id, so a redrive interrupted between its send and its delete cannot make a second row.
+REDRIVE_ATTRIBUTE = "login_etl_redrive_of"
 
 
 class QueueError(RuntimeError):
     """A queue call failed for good (after its retries); carries a value-free description."""
+
+    @property
+    def retryable(self) -> bool:
+        """False for faults that no wait can heal (missing queue, denied access)."""
+        cause = self.__cause__
+        return cause is None or retrying.sqs_retryable(cause)
 
 
 class _PartialFailure(retrying.RetryAgain):
@@ -89,13 +98,16 @@ class Queue:
             MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
             MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            MessageAttributeNames=[REDRIVE_ATTRIBUTE],
         )
         now_ms = int(time.time() * 1000)
         received = []
         for m in response.get("Messages", ()):
             attributes = m.get("Attributes", {})
+            redriven = m.get("MessageAttributes", {}).get(REDRIVE_ATTRIBUTE)
             received.append(Received(
-                message_id=m["MessageId"], receipt_handle=m["ReceiptHandle"], body=m["Body"],
+                message_id=f"redrive:{redriven['StringValue']}" if redriven else m["MessageId"],
+                receipt_handle=m["ReceiptHandle"], body=m["Body"],
                 sent_timestamp_ms=int(attributes.get("SentTimestamp", now_ms)),
                 receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
             ))
@@ -220,3 +232,30 @@ def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
             base = urlsplit(queue_url)
             return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"
     return queue_url.rstrip("/") + "-dlq"
+
+
+def redrive(dlq: Queue, source: Queue, limit: int | None = None,
+            progress: Callable[[int], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> int:
+    """Move DLQ messages back to the source, 10 at a time: send first, then delete.
+
+    Interrupting it between the two leaves a message in both queues; the copy in the source
+    carries REDRIVE_ATTRIBUTE, so the worker stores it at most once however often it is sent.
+    """
+    moved = empty = 0
+    while (limit is None or moved < limit) and empty < 2 and not (stop and stop()):
+        want = MAX_BATCH if limit is None else min(MAX_BATCH, limit - moved)
+        batch = dlq.receive(wait_seconds=1, visibility_timeout=60, max_messages=want)
+        if not batch:
+            empty += 1
+            continue
+        empty = 0
+        source.send_bodies(
+            [m.body for m in batch],
+            [{REDRIVE_ATTRIBUTE: {"DataType": "String", "StringValue": m.message_id}}
+             for m in batch])
+        dlq.delete(batch)
+        moved += len(batch)
+        if progress:
+            progress(moved)
+    return moved

@@ -102,6 +102,7 @@ class Worker:
         self.db_up = threading.Event()
         self.db_up.set()
         self.totals = Outcome()
+        self.fatal: str | None = None
         self._inbox: stdqueue.Queue[object] = stdqueue.Queue(maxsize=settings.pollers * 4)
         self._held: dict[str, _Held] = {}
         self._kept: list[Received] = []
@@ -137,7 +138,7 @@ class Worker:
         """Run until `stop` is set (a signal) or, with until_empty, the queue is drained."""
         started = time.monotonic()
         self.start()
-        while not stop.wait(0.2):
+        while not stop.wait(0.2) and self.fatal is None:
             self.health.tick("main")
             if self.until_empty and self._drained():
                 break
@@ -195,6 +196,9 @@ class Worker:
             try:
                 received = self.source.receive(self._wait, self.settings.visibility_timeout)
             except QueueError as exc:
+                if not exc.retryable:
+                    self._halt(f"receive failed and will not heal by retrying: {exc}")
+                    return
                 self._sqs_down(exc, backoff)
                 backoff = min(backoff * 2, 15.0)
                 continue
@@ -221,6 +225,12 @@ class Worker:
                     break
                 except stdqueue.Full:
                     self.health.tick(name)
+
+    def _halt(self, reason: str) -> None:
+        """A fault no retry can fix (queue deleted, access denied): stop and say why, exit 1."""
+        if self.fatal is None:
+            self.fatal = reason
+            log.error("worker_halted", reason=reason)
 
     def _sqs_down(self, exc: QueueError, backoff: float) -> None:
         if self.health.sqs_ok:
