@@ -8,8 +8,8 @@
 # debootstrap + `docker import` and passes it here (bookworm ships Python 3.11).
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---------------------------------------------------------------- build stage
-FROM ${BASE_IMAGE} AS build
+# ----------------------------------------------------------------- deps stage
+FROM ${BASE_IMAGE} AS deps
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,20 +24,22 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Dependency layer: only pyproject.toml is copied, so editing the code does not
-# reinstall the dependencies. The requirement list is read from pyproject.toml
-# itself (build requirements + runtime dependencies), no second list to drift.
+# Dependency layer: only pyproject.toml is copied, so editing the code neither
+# reinstalls the dependencies nor changes their layer in the final image. The
+# list is read from pyproject.toml itself (build requirements + dependencies).
 COPY pyproject.toml ./
 RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
 print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir --requirement /tmp/requirements.txt
 
-# Code layer: the package itself, without touching the network again.
+# ---------------------------------------------------------------- build stage
+FROM deps AS build
+
+# Code: a wheel of the package, built without touching the network again.
 COPY README.md ./
 COPY service/ ./service/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && login-etl --help > /dev/null
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 # -------------------------------------------------------------- runtime stage
 FROM ${BASE_IMAGE} AS runtime
@@ -50,7 +52,13 @@ RUN groupadd --system --gid 10001 login-etl \
     && useradd --system --uid 10001 --gid login-etl --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin login-etl
 
-COPY --from=build /opt/venv /opt/venv
+# Two layers: the dependencies (changes with pyproject.toml only), then the
+# small wheel of the code.
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && /opt/venv/bin/login-etl --help > /dev/null
 
 # Bytecode was compiled at install time; never write .pyc at run time (the
 # root filesystem is read-only under Kubernetes).

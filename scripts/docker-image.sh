@@ -252,8 +252,11 @@ run_daemon() {
         sleep 1
     done
     [[ "$status" == healthy ]] || { docker logs --tail 30 "$name"; die "container not healthy: $status"; }
-    curl -fsS "http://127.0.0.1:$port/metrics" | grep -q '^login_etl_messages_total' \
+    curl -fsS "http://127.0.0.1:$port/metrics" >"$CACHE/docker-metrics.txt" \
+        || die "/metrics does not answer"
+    grep -q '^# TYPE login_etl_messages_total counter' "$CACHE/docker-metrics.txt" \
         || die "/metrics has no login_etl_messages_total"
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || die "/readyz is not 200"
     log "healthy; /metrics answers; docker stop (SIGTERM, 30 s grace)"
     t=$(date +%s)
     docker stop -t 30 "$name" >/dev/null
