@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -25,6 +26,7 @@ from login_etl.store import Store, StoreError
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 1
+EXIT_REFUSED = 1  # unmask: the token does not open with the configured keys
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
@@ -295,24 +297,47 @@ def load(obj: Context, file: Path | None, sample: bool, repeat: int) -> None:
 
 
 @cli.command()
-def keygen() -> None:
-    """Print a fresh random 32-byte masking key (hex) for LOGIN_ETL_MASKING_KEY."""
-    click.echo(secrets.token_hex(32))
+@click.option("--id", "key_id", metavar="ID",
+              help="Print ID:KEY, an entry for LOGIN_ETL_MASKING_KEYS (1-16 of A-Z a-z 0-9 _ -).")
+def keygen(key_id: str | None) -> None:
+    """Print a fresh random 32-byte masking key (hex) for LOGIN_ETL_MASKING_KEY.
+
+    The key is printed once and never logged; keep it in a secret store: without it no token
+    can be reproduced (no joins with new data) and no siv token can be unmasked.
+    """
+    if key_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", key_id):
+        fail("--id must be 1-16 letters, digits, '-' or '_'")
+    key = secrets.token_hex(32)
+    click.echo(f"{key_id}:{key}" if key_id else key)
 
 
 @cli.command()
-@click.argument("token")
-@click.option("--field", type=click.Choice(["ip", "device_id"]), required=True)
+@click.argument("tokens", nargs=-1, required=True, metavar="TOKEN...")
+@click.option("--field", type=click.Choice(["ip", "device_id"]), required=True,
+              help="The column the token came from (it is part of the encryption).")
 @pass_context
-def unmask(obj: Context, token: str, field: str) -> None:
-    """Recover the value of an `siv` token (needs the key that wrote it)."""
+def unmask(obj: Context, tokens: tuple[str, ...], field: str) -> None:
+    """Recover the values of `siv` tokens, one per line ('-' reads tokens from stdin).
+
+    Needs the key that wrote each token (LOGIN_ETL_MASKING_KEY or one of LOGIN_ETL_MASKING_KEYS).
+    A one-way hmac token, a wrong key, a wrong --field or an altered token is refused: one line
+    on stderr, exit 1, nothing printed.
+    """
     try:
         masker = Masker(obj.settings.masking_keys or (obj.settings.writing_key,), "siv")
-        click.echo(masker.unmask(token, field))
     except ConfigError as exc:
         fail(str(exc))
-    except UnmaskError as exc:
-        fail(str(exc), EXIT_UNAVAILABLE)
+    wanted = [line for t in tokens for line in
+              (sys.stdin.read().split() if t == "-" else [t])]
+    values = []
+    for position, token in enumerate(wanted, start=1):
+        try:
+            values.append(masker.unmask(token, field))
+        except UnmaskError as exc:
+            where = f"token {position}: " if len(wanted) > 1 else ""
+            fail(f"{where}{exc}", EXIT_REFUSED)
+    for value in values:
+        click.echo(value)
 
 
 @cli.group()

@@ -1,12 +1,13 @@
 """Keyed, per-field, rotatable tokens for ip and device_id, plus the other value encodings.
 
-Token formats (all fit varchar(256)):
+Token formats (ASCII; every token of an accepted value fits varchar(256)):
   hmac: ``h1.<key id>.<base64url(HMAC-SHA256(field subkey, value))>`` one-way, deterministic
   siv:  ``s1.<key id>.<base64url(AES-SIV(field subkey, value, ad=field))>`` reversible with the key
 
 Each field gets its own subkey derived with HKDF from the master key, so the same text in
 ip and device_id gives unrelated tokens, and equal values give equal tokens within a field
 (analysts can still count duplicates). The key id lets several keys coexist across a rotation.
+No error message here ever contains a secret, a subkey or the value being masked.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -26,15 +28,24 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from login_etl.settings import MaskingKey
 
 FIELDS: Final = ("ip", "device_id")
-TOKEN_MAX = 256
+MODES: Final = ("hmac", "siv")
+TOKEN_MAX: Final = 256
+SIV_TAG_BYTES: Final = 16
 _VERSION_PART_MAX = 999
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 
 class UnmaskError(ValueError):
     """A token cannot be opened: wrong key, tampered, wrong field or a one-way token."""
 
 
+class TokenTooLong(ValueError):
+    """The siv token of this value would not fit varchar(256); the caller rejects the message."""
+
+
 def _subkey(secret: bytes, mode: str, field: str, length: int) -> bytes:
+    """One independent key per (mode, field): a leak or misuse of one never affects another."""
     return HKDF(
         algorithm=hashes.SHA256(), length=length, salt=b"login-etl masking v1",
         info=f"{mode}/{field}".encode(),
@@ -46,7 +57,19 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url: only the alphabet, and only the canonical spelling of the bytes."""
+    if not _B64URL.match(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def siv_token_length(key_id: str, value_bytes: int) -> int:
+    """Length of an siv token: prefix + base64url of (16-byte tag + ciphertext of equal size)."""
+    raw = SIV_TAG_BYTES + value_bytes
+    return len(f"s1.{key_id}.") + (raw * 4 + 2) // 3
 
 
 class Masker:
@@ -55,21 +78,36 @@ class Masker:
     def __init__(self, keys: Sequence[MaskingKey], mode: str = "hmac") -> None:
         if not keys:
             raise ValueError("at least one masking key is required")
-        if mode not in ("hmac", "siv"):
+        if mode not in MODES:
             raise ValueError(f"unknown masking mode {mode!r}")
+        ids = [k.key_id for k in keys]
+        if len(set(ids)) != len(ids) or not all(_KEY_ID.match(i) for i in ids):
+            raise ValueError("masking key ids must be unique, 1-16 of [A-Za-z0-9_-]")
         self.mode = mode
         self.key_id = keys[0].key_id
+        self.key_ids: tuple[str, ...] = tuple(ids)
         self._hmac_keys = {f: _subkey(keys[0].secret, "hmac", f, 32) for f in FIELDS}
         self._sivs = {
             k.key_id: {f: AESSIV(_subkey(k.secret, "siv", f, 64)) for f in FIELDS} for k in keys
         }
         self._prefix = f"{'h1' if mode == 'hmac' else 's1'}.{self.key_id}."
 
+    def __repr__(self) -> str:
+        return f"Masker(mode={self.mode!r}, key_ids={self.key_ids!r})"
+
     def mask(self, field: str, value: str) -> str:
-        data = value.encode("utf-8")
+        """The token of an already normalised value (see normalise_ip; device_id is trimmed)."""
+        if field not in FIELDS:
+            raise ValueError(f"field must be one of {', '.join(FIELDS)}")
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"the {field} is not valid Unicode text (lone surrogate)") from None
         if self.mode == "hmac":
             digest = hmac.digest(self._hmac_keys[field], data, "sha256")
         else:
+            if siv_token_length(self.key_id, len(data)) > TOKEN_MAX:
+                raise TokenTooLong(f"the siv token of this {field} would exceed {TOKEN_MAX} characters")
             digest = self._sivs[self.key_id][field].encrypt(data, [field.encode()])
         return self._prefix + _b64(digest)
 
@@ -77,26 +115,30 @@ class Masker:
         """Whether the token of this value fits varchar(256) (siv tokens grow with the value)."""
         if self.mode == "hmac":
             return True
-        raw = 16 + len(value.encode("utf-8"))
-        return len(self._prefix) + (raw * 4 + 2) // 3 <= TOKEN_MAX
+        return siv_token_length(self.key_id, len(value.encode("utf-8"))) <= TOKEN_MAX
 
     def unmask(self, token: str, field: str) -> str:
+        """The value inside an siv token, if one of the configured keys wrote it for this field."""
         if field not in FIELDS:
             raise UnmaskError(f"field must be one of {', '.join(FIELDS)}")
         version, _, rest = token.strip().partition(".")
         key_id, _, payload = rest.partition(".")
         if version == "h1":
-            raise UnmaskError("this is a one-way hmac token; it cannot be unmasked")
-        if version != "s1" or not key_id or not payload:
-            raise UnmaskError("not a login-etl siv token")
+            raise UnmaskError("this is a one-way hmac token (h1.); it cannot be unmasked by anyone")
+        if version != "s1" or not _KEY_ID.match(key_id) or not payload:
+            raise UnmaskError("not a login-etl siv token (expected s1.<key id>.<base64url>)")
         ciphers = self._sivs.get(key_id)
         if ciphers is None:
-            raise UnmaskError(f"no configured key has id {key_id!r}")
+            raise UnmaskError(
+                f"token was written with key id {key_id!r}, which is not configured "
+                f"(configured: {', '.join(self.key_ids)})"
+            )
         try:
             return ciphers[field].decrypt(_unb64(payload), [field.encode()]).decode("utf-8")
         except (InvalidTag, binascii.Error, ValueError):
             raise UnmaskError(
-                "token does not open with this key and field (wrong key, wrong field or tampered)"
+                f"token does not open with key {key_id!r} as a {field} "
+                "(wrong key secret, wrong --field, or the token was altered)"
             ) from None
 
 

@@ -75,6 +75,11 @@ def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = Fal
         raise _Bad(f"too_long:{name}")
     if "\x00" in value:
         raise _Bad(f"nul_character:{name}")
+    if not value.isascii():
+        try:  # JSON may carry a lone surrogate ("\ud800"): neither maskable nor storable as UTF-8
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(f"invalid_unicode:{name}") from None
     return value
 
 

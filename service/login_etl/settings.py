@@ -203,25 +203,56 @@ def derived_key_id(secret: bytes) -> str:
 
 
 def _read_keys(env: Mapping[str, str]) -> tuple[MaskingKey, ...]:
-    many = env.get(f"{PREFIX}MASKING_KEYS") or _file_value(env, "MASKING_KEYS")
-    if many:
+    """LOGIN_ETL_MASKING_KEYS (`[id:]secret,...`, first writes) or one LOGIN_ETL_MASKING_KEY.
+
+    An entry without an id gets the id a single MASKING_KEY would have had, so rotating from
+    MASKING_KEY=A to MASKING_KEYS=new:B,A keeps A's old tokens openable under their old id.
+    """
+    many = _key_source(env, "MASKING_KEYS")
+    one = _key_source(env, "MASKING_KEY")
+    if many is not None and one is not None:
+        raise ConfigError(f"set {PREFIX}MASKING_KEYS or {PREFIX}MASKING_KEY (or their _FILE), "
+                          "not both: list every key in MASKING_KEYS, the writing key first")
+    if many is not None:
         keys: list[MaskingKey] = []
         for position, entry in enumerate(re.split(r"[,\n]", many), start=1):
             entry = entry.strip()
             if not entry:
                 continue
             key_id, sep, secret = entry.partition(":")
-            if not sep or not _KEY_ID.match(key_id):
+            if not sep or key_id == "base64":  # a bare secret: hex, or base64:<data>
+                where = f"{PREFIX}MASKING_KEYS entry {position}"
+                parsed = parse_secret(entry, where)
+                key_id = derived_key_id(parsed)
+            elif not _KEY_ID.match(key_id):
                 raise ConfigError(
-                    f"{PREFIX}MASKING_KEYS entry {position} must be <id>:<secret> with an id of "
+                    f"{PREFIX}MASKING_KEYS entry {position} must be [<id>:]<secret> with an id of "
                     "1-16 letters, digits, '-' or '_'"
                 )
+            else:
+                parsed = parse_secret(secret, f"{PREFIX}MASKING_KEYS[{key_id}]")
             if any(k.key_id == key_id for k in keys):
                 raise ConfigError(f"{PREFIX}MASKING_KEYS names key id {key_id!r} twice")
-            keys.append(MaskingKey(key_id, parse_secret(secret, f"{PREFIX}MASKING_KEYS[{key_id}]")))
+            keys.append(MaskingKey(key_id, parsed))
+        if not keys:
+            raise ConfigError(f"{PREFIX}MASKING_KEYS is set but lists no key")
         return tuple(keys)
-    one = env.get(f"{PREFIX}MASKING_KEY") or _file_value(env, "MASKING_KEY")
-    if one:
+    if one is not None:
         secret = parse_secret(one, f"{PREFIX}MASKING_KEY")
         return (MaskingKey(derived_key_id(secret), secret),)
     return ()
+
+
+def _key_source(env: Mapping[str, str], name: str) -> str | None:
+    """The variable, else its _FILE; None when neither is set; an empty file is an error."""
+    value = env.get(PREFIX + name)
+    if value is not None and value.strip():
+        if env.get(f"{PREFIX}{name}_FILE"):
+            raise ConfigError(f"set {PREFIX}{name} or {PREFIX}{name}_FILE, not both")
+        return value
+    from_file = _file_value(env, name)
+    if from_file is None:
+        return None
+    if not from_file:
+        raise ConfigError(f"{PREFIX}{name}_FILE ({env[PREFIX + name + '_FILE']}) is empty")
+    return from_file
