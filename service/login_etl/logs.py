@@ -31,6 +31,18 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Libraries log through stdlib logging: render them as the same one-line events. The pool's
+    # own reconnect chatter is left out; the worker reports outages once, as events of its own.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:

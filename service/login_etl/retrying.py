@@ -95,7 +95,7 @@ POLICIES: dict[str, Callable[[], Retrying]] = {
                                         max_wait=1, max_delay=5),
     "send": lambda: _policy("send", sqs_retryable, attempts=6, max_wait=2, max_delay=30),
     "connect": lambda: _policy("connect", db_retryable, attempts=5, max_wait=2, max_delay=10),
-    "commit": lambda: _policy("commit", db_retryable, attempts=4, max_wait=2, max_delay=10),
+    "commit": lambda: _policy("commit", db_retryable, attempts=5, max_wait=2, max_delay=15),
 }
 
 

@@ -59,7 +59,7 @@ class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
-            kwargs={"application_name": "login-etl"}, name="login-etl", timeout=10,
+            kwargs={"application_name": "login-etl"}, name="login-etl", timeout=3,
             check=ConnectionPool.check_connection,
         )
 

@@ -123,6 +123,7 @@ class Worker:
             self._spawn(f"poller-{i}", self._poll)
         self._spawn("batcher", self._batch)
         self._spawn("heartbeat", self._heartbeat)
+        self._spawn("housekeeping", self._housekeeping)
         log.info("worker_started", pollers=self.settings.pollers,
                  batch_size=self.settings.batch_size,
                  batch_window_ms=self.settings.batch_window_ms, until_empty=self.until_empty,
@@ -284,6 +285,7 @@ class Worker:
                     self._wait_for_recovery(exc, backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                self._database_back()
                 self._settled(batch, outcome, time.perf_counter() - started)
                 return
         except Exception as exc:  # a bug: keep the messages safe (they come back) and say so
@@ -302,13 +304,16 @@ class Worker:
             self.health.db_ok = False
             self.stopping.wait(backoff)
             if self.store.ping():
-                if not self.db_up.is_set():
-                    log.info("database_recovered")
-                self.db_up.set()
-                self.health.db_ok = True
+                self._database_back()
         else:
             log.warning("dlq_handoff_failed", error=str(exc), retry_in_seconds=backoff)
             self.stopping.wait(backoff)
+
+    def _database_back(self) -> None:
+        if not self.db_up.is_set():
+            log.info("database_recovered")
+            self.db_up.set()
+        self.health.db_ok = True
 
     def _settled(self, batch: list[Item], outcome: Outcome, seconds: float) -> None:
         messages = [m for m, _ in batch]
@@ -331,9 +336,9 @@ class Worker:
                  batch_ms=round(seconds * 1000, 2))
 
     def _heartbeat(self) -> None:
+        """Extend held messages at a third of the timeout; nothing else runs on this thread."""
         vis = self.settings.visibility_timeout
-        every = max(1.0, vis / 6)
-        next_depth = next_prune = 0.0
+        every = max(0.5, vis / 6)
         while not self.stopping.wait(every):
             self.health.tick("heartbeat")
             now = time.monotonic()
@@ -347,12 +352,16 @@ class Worker:
                     log.info("visibility_extended", messages=len(due), failed=len(failed))
                 except QueueError as exc:
                     log.warning("visibility_extend_failed", messages=len(due), error=str(exc))
-            if now >= next_depth:
-                next_depth = now + 15
-                with contextlib.suppress(QueueError):
-                    self.source.depth()
-            if now >= next_prune and self.health.db_ok:
-                next_prune = now + 3600
+
+    def _housekeeping(self) -> None:
+        """Queue depth gauges every 15 s, ledger pruning every hour; slow calls stay off the heartbeat."""
+        next_prune = 0.0
+        while not self.stopping.wait(15.0 if next_prune else 1.0):
+            self.health.tick("housekeeping")
+            with contextlib.suppress(QueueError):
+                self.source.depth()
+            if time.monotonic() >= next_prune and self.health.db_ok:
+                next_prune = time.monotonic() + 3600
                 try:
                     pruned = self.store.prune_ledger(self.settings.ledger_retention_days)
                     if pruned:

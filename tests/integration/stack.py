@@ -6,6 +6,7 @@ database, so tests never see each other's messages or rows. Nothing here is mock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -146,6 +147,10 @@ class Stack:
             cur = conn.execute(sql, tuple(params) or None)
             return cur.fetchall() if cur.description else []
 
+    def connect(self) -> psycopg.Connection[Any]:
+        """A connection of the test's own (in a transaction until commit/rollback)."""
+        return psycopg.connect(self.database_url)
+
     def count_rows(self) -> int:
         try:
             return int(self.query("SELECT count(*) FROM user_logins")[0][0])
@@ -198,3 +203,44 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def unique_bodies(n: int, prefix: str = "u") -> list[str]:
+    """n valid events, each with its own user_id, so duplicates are countable by user_id."""
+    return [json.dumps({"user_id": f"{prefix}-{i:07d}", "app_version": f"{i % 10}.{i % 1000}.1",
+                        "device_type": "android" if i % 2 else "ios",
+                        "ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                        "locale": None if i % 3 == 0 else "DE",
+                        "device_id": f"dev-{i:09d}"}) for i in range(n)]
+
+
+def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of one metric whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events

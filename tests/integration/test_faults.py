@@ -1,0 +1,249 @@
+"""Nothing lost, nothing duplicated: crashes, outages, shutdowns and replicas, on the real stack.
+
+Each scenario prints its figures (sent, stored, DLQ, duplicates, time to recover) so a CI log
+shows them; `pytest -s` to see them locally.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.faultproxy import FaultProxy
+from tests.integration.stack import (
+    Stack,
+    free_port,
+    http_get,
+    log_events,
+    metric_sum,
+    unique_bodies,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+FAST = {"LOGIN_ETL_VISIBILITY_TIMEOUT": "5", "LOGIN_ETL_BATCH_WINDOW_MS": "50"}
+
+
+def drain(stack: Stack, deadline: float = 120) -> None:
+    """Run --until-empty until the queue holds nothing, waiting out dead workers' visibility."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        stack.cli("run", "--until-empty", env=stack.env(**FAST))
+        depth = stack.depth()
+        if depth["visible"] == depth["in_flight"] == depth["delayed"] == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"queue not drained: {stack.depth()}")
+
+
+def assert_exactly_once(stack: Stack, expected: int) -> None:
+    rows, dups = stack.count_rows(), stack.duplicate_rows()
+    ledger = stack.query("SELECT count(*) FROM login_etl_ledger")[0][0]
+    print(f"  stored={rows} duplicates={dups} ledger={ledger} dlq={stack.depth(dlq=True)}")
+    assert dups == 0
+    assert rows == expected
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def stop(worker: subprocess.Popen[str], timeout: float = 30) -> tuple[int, float]:
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(timeout=timeout)
+    return code, time.monotonic() - started
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> None:
+    bodies = unique_bodies(3000)
+    stack.send(bodies)
+    rng = random.Random(int(os.environ.get("LOGIN_ETL_TEST_SEED", time.time())))
+    kills = 0
+    for round_ in range(4):
+        worker = stack.start(env=stack.env(**FAST), log=tmp_path / f"w{round_}.log")
+        time.sleep(rng.uniform(0.8, 2.5))
+        if worker.poll() is None:
+            worker.kill()  # SIGKILL: no cleanup, no release, mid-batch
+            kills += 1
+        worker.wait(timeout=10)
+        print(f"  kill {round_}: rows so far {stack.count_rows()}")
+    assert kills >= 3
+    drain(stack)
+    print(f"  sent=3000 kills={kills}")
+    assert_exactly_once(stack, 3000)
+
+
+def test_sigterm_drains_and_exits_0_within_the_bound(stack: Stack, tmp_path: Path) -> None:
+    stack.send(unique_bodies(3000))
+    log = tmp_path / "worker.log"
+    worker = stack.start(env=stack.env(LOGIN_ETL_SHUTDOWN_TIMEOUT="20"), log=log)
+    wait_until(lambda: stack.count_rows() >= 300, 60, what="first rows")
+    code, seconds = stop(worker)
+    print(f"  SIGTERM after {stack.count_rows()} rows: exit {code} in {seconds:.2f}s")
+    assert code == 0
+    assert seconds < 20
+    # Held messages were released (visibility 0), not left invisible for the 60 s timeout.
+    assert stack.depth()["in_flight"] == 0
+    events = {e["event"] for e in log_events(log)}
+    assert {"signal_received", "worker_stopping", "worker_stopped"} <= events
+    drain(stack)
+    assert_exactly_once(stack, 3000)
+
+
+def test_postgres_outage_pauses_and_resumes(stack: Stack, tmp_path: Path) -> None:
+    proxy = FaultProxy(5432)
+    port = free_port()
+    log = tmp_path / "worker.log"
+    stack.send(unique_bodies(2000))
+    env = stack.env(LOGIN_ETL_DATABASE_URL=proxy.url_for(stack.database_url),
+                    LOGIN_ETL_HTTP_PORT=str(port), LOGIN_ETL_BATCH_SIZE="100",
+                    **{**FAST, "LOGIN_ETL_VISIBILITY_TIMEOUT": "10"})
+    worker = stack.start(env=env, log=log)
+    try:
+        wait_until(lambda: stack.count_rows() > 0, 60, what="first rows")
+        proxy.cut()
+        cut_at = time.monotonic()
+        lines_before = len(log.read_text().splitlines())
+        time.sleep(3)
+        assert http_get(port, "/readyz")[0] == 503
+        assert http_get(port, "/healthz")[0] == 200
+        time.sleep(5)
+        rows_during = stack.count_rows()
+        lines_during = len(log.read_text().splitlines()) - lines_before
+        assert worker.poll() is None, "an outage must not crash the worker"
+        proxy.restore()
+        restored_at = time.monotonic()
+        wait_until(lambda: stack.count_rows() > rows_during, 60, what="first commit after restore")
+        recovered = time.monotonic() - restored_at
+        wait_until(lambda: stack.depth()["visible"] + stack.depth()["in_flight"] == 0, 90,
+                   what="queue drained")
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 10, what="ready again")
+        metrics = http_get(port, "/metrics")[1]
+        retries = metric_sum(metrics, "login_etl_retries_total")
+        code, _ = stop(worker)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        proxy.close()
+    print(f"  outage {restored_at - cut_at:.1f}s: {lines_during} log lines during it, "
+          f"recovered {recovered:.2f}s after restore, retries={retries:.0f}")
+    assert code == 0
+    assert lines_during < 40, "the worker must not spin or flood the log during an outage"
+    assert retries > 0
+    assert recovered < 20
+    assert_exactly_once(stack, 2000)
+
+
+def test_sqs_outage_pauses_and_resumes(stack: Stack, tmp_path: Path) -> None:
+    proxy = FaultProxy(4566)
+    port = free_port()
+    log = tmp_path / "worker.log"
+    stack.send(unique_bodies(2000))
+    env = stack.env(LOGIN_ETL_QUEUE_URL=proxy.url_for(stack.queue_url),
+                    LOGIN_ETL_HTTP_PORT=str(port), LOGIN_ETL_BATCH_SIZE="100",
+                    **{**FAST, "LOGIN_ETL_VISIBILITY_TIMEOUT": "10"})
+    worker = stack.start(env=env, log=log)
+    try:
+        wait_until(lambda: stack.count_rows() > 0, 60, what="first rows")
+        proxy.cut()
+        cut_at = time.monotonic()
+        lines_before = len(log.read_text().splitlines())
+        wait_until(lambda: http_get(port, "/readyz")[0] == 503, 30, what="not ready")
+        assert http_get(port, "/healthz")[0] == 200
+        time.sleep(4)
+        lines_during = len(log.read_text().splitlines()) - lines_before
+        assert worker.poll() is None
+        proxy.restore()
+        restored_at = time.monotonic()
+        rows_at_restore = stack.count_rows()
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 40, what="ready again")
+        recovered = time.monotonic() - restored_at
+        wait_until(lambda: stack.count_rows() == 2000, 90, what="all rows")
+        wait_until(lambda: sum(stack.depth().values()) == 0, 60, what="queue empty")
+        retries = metric_sum(http_get(port, "/metrics")[1], "login_etl_retries_total")
+        code, _ = stop(worker)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        proxy.close()
+    print(f"  outage {restored_at - cut_at:.1f}s: {lines_during} log lines, rows at restore "
+          f"{rows_at_restore}, ready again {recovered:.2f}s after restore, retries={retries:.0f}")
+    assert code == 0
+    assert lines_during < 40
+    assert retries > 0
+    assert_exactly_once(stack, 2000)
+
+
+def test_four_workers_on_20000_messages(stack: Stack, tmp_path: Path) -> None:
+    stack.send(unique_bodies(20_000), threads=8)
+    started = time.monotonic()
+    workers = [stack.start("--until-empty", env=stack.env(LOGIN_ETL_POLLERS="2"),
+                           log=tmp_path / f"w{i}.log") for i in range(4)]
+    codes = [w.wait(timeout=300) for w in workers]
+    seconds = time.monotonic() - started
+    assert codes == [0, 0, 0, 0]
+    drain(stack)
+    stored = [sum(e.get("stored", 0) for e in log_events(tmp_path / f"w{i}.log")
+                  if e["event"] == "batch_settled") for i in range(4)]
+    print(f"  4 workers, 20000 messages in {seconds:.1f}s; per worker stored={stored}")
+    assert_exactly_once(stack, 20_000)
+
+
+def test_visibility_heartbeat_keeps_a_slow_batch_from_other_replicas(stack: Stack,
+                                                                    tmp_path: Path) -> None:
+    """A batch stuck 3x longer than the visibility timeout is not redelivered to a replica."""
+    stack.cli("init-db")
+    stack.send(unique_bodies(200))
+    env = stack.env(LOGIN_ETL_VISIBILITY_TIMEOUT="6")
+    with stack.connect() as conn:
+        conn.execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        first = stack.start(env=env, log=tmp_path / "a.log")
+        wait_until(lambda: stack.depth()["in_flight"] > 0, 30, what="first worker holding")
+        time.sleep(2)
+        second = stack.start(env=env, log=tmp_path / "b.log")
+        time.sleep(16)  # well past the 6 s timeout
+        conn.rollback()
+    wait_until(lambda: stack.count_rows() == 200, 60, what="rows after the lock")
+    for worker in (first, second):
+        assert stop(worker)[0] == 0
+    events = log_events(tmp_path / "a.log") + log_events(tmp_path / "b.log")
+    extended = sum(e["messages"] for e in events if e["event"] == "visibility_extended")
+    duplicates = sum(e.get("duplicates", 0) for e in events if e["event"] == "batch_settled")
+    print(f"  visibility extended for {extended} message-times, duplicates={duplicates}")
+    assert extended > 0
+    assert duplicates == 0
+    assert_exactly_once(stack, 200)
+
+
+def test_deleted_queue_is_reported_not_retried_forever(stack: Stack, tmp_path: Path) -> None:
+    worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=tmp_path / "w.log")
+    time.sleep(3)
+    stack.sqs.delete_queue(QueueUrl=stack.queue_url)
+    code = worker.wait(timeout=60)
+    text = (tmp_path / "w.log").read_text()
+    assert code == 1
+    assert "will not heal" in text and "Traceback" not in text
+
+
+def test_dlq_redrive_is_counted_and_idempotent(stack: Stack) -> None:
+    good = unique_bodies(25, prefix="fixed")
+    stack.send(good, queue_url=stack.dlq_url)  # as if rejected earlier, fixed since
+    result = stack.cli("dlq", "redrive")
+    assert "moved 25 messages" in result.stdout
+    assert stack.depth(dlq=True)["visible"] == 0
+    # A redrive interrupted between its send and its delete sends a message twice.
+    from tests.integration.stack import sqs_client
+
+    sqs = sqs_client()
+    stack.send(unique_bodies(1, prefix="twice"), queue_url=stack.dlq_url)
+    message = sqs.receive_message(QueueUrl=stack.dlq_url, WaitTimeSeconds=2)["Messages"][0]
+    for _ in range(2):
+        sqs.send_message(QueueUrl=stack.queue_url, MessageBody=message["Body"], MessageAttributes={
+            "login_etl_redrive_of": {"DataType": "String", "StringValue": message["MessageId"]}})
+    stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 26
+    assert_exactly_once(stack, 26)
