@@ -1,0 +1,86 @@
+"""Hostile input: the worker never crashes, and every message ends as a row or a DLQ message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.integration.stack import Stack, sample_events
+
+GOOD = sample_events()[0]
+
+# SQS accepts #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF in a body.
+sqs_chars = st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF,
+                          exclude_categories=("Cs",)).filter(
+    lambda c: c not in "\ufffe\uffff") | st.sampled_from("\t\n\r")
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(sqs_chars, max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+any_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+near_valid = st.fixed_dictionaries({}, optional={
+    "user_id": st.one_of(any_text, json_values), "app_version": st.one_of(
+        st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){0,3}\Z"), json_values),
+    "device_type": st.one_of(any_text, json_values),
+    "ip": st.one_of(st.ip_addresses().map(str), any_text, json_values),
+    "locale": st.one_of(st.none(), any_text), "device_id": st.one_of(any_text, json_values),
+}).map(lambda d: json.dumps(d, ensure_ascii=bool(len(d) % 2)))
+bodies = st.one_of(
+    st.text(sqs_chars, min_size=1, max_size=200),
+    json_values.map(json.dumps),
+    near_valid,
+)
+
+
+def hand_written() -> list[str]:
+    def event(**changes: Any) -> str:
+        return json.dumps({**GOOD, **changes})
+
+    return [
+        "{", "not json at all", "[]", "[1, 2, 3]", '"string"', "42", "true", "null",
+        '{"user_id": }', json.dumps({"foo": "oops_wrong_msg_type", "bar": "123"}),
+        event(user_id=None), event(ip=12345), event(app_version=2.3), event(locale=7),
+        event(device_type=["ios"]), event(user_id="u" * 129), event(device_type="d" * 33),
+        event(locale="x" * 33), event(device_id="i" * 500), event(user_id="nul\u0000inside"),
+        event(device_id="\u0000"), event(user_id="x" * 200_000),  # ~200 KB body
+        event(extra="y" * 200_000),  # ~200 KB body that is a valid event
+        event(user_id="🙂👩‍💻", device_id="📱-device-🔑", locale="🏳️‍🌈"),
+        event(ip="2001:db8::8a2e:370:7334"), event(ip="::ffff:192.0.2.1"), event(ip="fe80::1%eth0"),
+        event(ip=" 10.0.0.1 "), event(ip="300.1.1.1"), event(ip=""),
+        event(app_version="1.2.3.4"), event(app_version="1.1000.0"), event(app_version="-1.0"),
+        event(app_version="9" * 40), event(app_version="１.２.３"), event(app_version=""),
+        "\t\n\r {} \n", '{"a": ' * 5000 + "1" + "}" * 5000,
+    ]
+
+
+def run_and_count(stack: Stack, sent: list[str]) -> None:
+    rows_before, dlq_before = stack.count_rows(), stack.depth(dlq=True)["visible"]
+    stack.send(sent)
+    result = stack.cli("run", "--until-empty", timeout=180)
+    assert "Traceback" not in result.stderr
+    rows = stack.count_rows() - rows_before
+    dlq = stack.depth(dlq=True)["visible"] - dlq_before
+    assert rows + dlq == len(sent), (rows, dlq, len(sent))
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_hand_written_hostile_bodies(stack: Stack) -> None:
+    sent = hand_written()
+    run_and_count(stack, sent)
+    # the valid ones among them: the 200 KB extra field, emoji, and 3 ip spellings
+    assert stack.count_rows() == 5
+
+
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(st.lists(bodies, min_size=20, max_size=60))
+def test_generated_bodies_never_crash_and_are_all_accounted_for(stack: Stack,
+                                                                sent: list[str]) -> None:
+    run_and_count(stack, sent)
