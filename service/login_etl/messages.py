@@ -93,6 +93,10 @@ def parse(message: Received, masker: Masker) -> LoginEvent | Rejection:
         return _parse(message, masker)
     except _Bad as bad:
         return Rejection(message.message_id, bad.reason)
+    except Exception:
+        # A body that trips a bug of ours must not kill the poller nor loop forever: it goes to
+        # the DLQ intact (redrive it after the fix) and the reason says whose fault it is.
+        return Rejection(message.message_id, "internal_error")
 
 
 def _parse(message: Received, masker: Masker) -> LoginEvent:
