@@ -118,3 +118,12 @@ def test_ipv4_mapped_ipv6_is_the_ipv4_address() -> None:
     b = outcome({**GOOD, "ip": "10.0.0.1 "})
     assert isinstance(a, LoginEvent) and isinstance(b, LoginEvent)
     assert a.masked_ip == b.masked_ip
+
+
+def test_an_unexpected_error_is_a_reject_not_a_crash() -> None:
+    class BrokenMasker(Masker):
+        def mask(self, field: str, value: str) -> str:
+            raise RuntimeError("bug")
+
+    broken = BrokenMasker([MaskingKey("k1", b"k" * 32)])
+    assert parse(received(GOOD), broken) == Rejection("m-1", "internal_error")
