@@ -34,6 +34,7 @@ from login_etl.store import Store, StoreError
 log = logs.get("login_etl.worker")
 _STOP = object()
 UNTIL_EMPTY_WAIT_SECONDS = 1
+POLLER_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -162,9 +163,13 @@ class Worker:
         self._settlers.shutdown(wait=False)
         while self._busy and time.monotonic() < self._deadline - 1:
             time.sleep(0.05)
+        # A poller may sit in a 20 s long poll on an idle queue; waiting it out would make every
+        # idle shutdown take 20 s. Give them a short grace: what a poll returns after the process
+        # is gone stays invisible until its visibility timeout, then is redelivered (not lost).
+        grace_end = min(time.monotonic() + POLLER_GRACE_SECONDS, self._deadline - 0.5)
         for thread in self._threads:
             if thread.name.startswith("poller"):
-                thread.join(max(0.0, self._deadline - time.monotonic() - 0.5))
+                thread.join(max(0.0, grace_end - time.monotonic()))
         leftovers = self._drain_inbox()
         with self._lock:
             leftovers += [h.message for h in self._held.values()]
