@@ -214,7 +214,8 @@ def test_no_input_ip_or_device_id_leaks_anywhere(sqs: Any, postgres: str, mode: 
                        timeout=60, what=f"{valid} rows and {len(batch) - valid} DLQ messages")
             wait_until(lambda: f'outcome="stored"}} {float(valid)}' in http_text(port, "/metrics"),
                        timeout=10, what="the stored counter on /metrics")
-            pages = {path: http_text(port, path) for path in ("/metrics", "/healthz", "/readyz")}
+            pages = {path: http_text(port, path) for path in  # "/" and /status.json: the
+                     ("/metrics", "/healthz", "/readyz", "/", "/status.json")}  # status page
         finally:
             code = stop(worker)
         assert code == 0
