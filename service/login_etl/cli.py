@@ -120,6 +120,7 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         batch_window_ms: int | None, pollers: int | None, http_port: int | None) -> None:
     """Poll, validate, mask, store, then delete — until SIGTERM/SIGINT (or --until-empty)."""
     from login_etl import http
+    from login_etl.statuspage import StatusPage
     from login_etl.worker import Worker
 
     try:
@@ -141,7 +142,9 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
                     keep_messages=keep_messages)
     if settings.http_port:
         try:
-            http.serve(settings.http_port, http.routes(worker.health, store.ping))
+            page = StatusPage(source, dlq, store)
+            http.serve(settings.http_port, http.routes(worker.health, store.ping, page))
+            page.start_sampling()
         except OSError as exc:
             fail(f"cannot listen on port {settings.http_port}: {exc.strerror}")
     stop = threading.Event()
@@ -190,32 +193,45 @@ def count(obj: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--limit", default=10, show_default=True, help="Latest rows to show.")
+@click.option("--watch", is_flag=True, help="Keep refreshing in place until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="Seconds between refreshes with --watch.")
+@click.option("--worker-url", help="A running worker's HTTP port, for throughput, rejections and "
+              "last commit [default: http://127.0.0.1:<LOGIN_ETL_HTTP_PORT>].")
 @pass_context
-def status(obj: Context, limit: int) -> None:
-    """Queue depths and the latest masked rows side by side (never a raw message body)."""
-    from rich.console import Console
-    from rich.table import Table
+def status(obj: Context, limit: int, watch: bool, interval: float,
+           worker_url: str | None) -> None:
+    """Queue depths, throughput, rejections and the latest masked rows (never a message body)."""
+    import time
 
-    depths = _depths(obj)
+    from rich.console import Console
+    from rich.live import Live
+
+    from login_etl.statuspage import StatusPage, render_rich, worker_counters
+
+    source, dead = obj.source(), obj.dlq()
+    obj.check_queue(source)
+    obj.check_queue(dead)
+    if worker_url is None and obj.settings.http_port:
+        worker_url = f"http://127.0.0.1:{obj.settings.http_port}"
+    url = worker_url
     store = obj.store()
+    page = StatusPage(source, dead, store, limit=limit, cache_seconds=0,
+                      counters=(lambda: worker_counters(url)) if url else (lambda: None),
+                      counters_scope=f"the worker at {url}" if url else "a worker (give --worker-url)")
+    console = Console()
     try:
-        rows, total = store.latest_rows(limit), store.count_rows()
+        if not watch:
+            console.print(render_rich(page.snapshot(), console.width))
+            return
+        with Live(render_rich(page.snapshot(), console.width), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render_rich(page.snapshot(), console.width), refresh=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how --watch ends: the last view stays on screen, exit 0
     finally:
         store.close()
-    queues = Table(title="Queues")
-    for column in ("queue", "visible", "in flight", "delayed"):
-        queues.add_column(column, justify="left" if column == "queue" else "right")
-    for label, d in depths.items():
-        queues.add_row(label, str(d["visible"]), str(d["in_flight"]), str(d["delayed"]))
-    table = Table(title=f"user_logins: {total} rows, latest {len(rows)}")
-    for column in ("user_id", "device_type", "masked_ip", "masked_device_id", "locale",
-                   "app_version", "create_date"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console = Console()
-    console.print(queues)
-    console.print(table)
 
 
 @cli.command("init-db")
