@@ -39,6 +39,7 @@ _CLAIM = (
     "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
 )
 _COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
+_COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
 
@@ -143,6 +144,16 @@ class Transaction:
         """
         if not ids_and_outcomes:
             return set()
+        # Fast path: COPY the ids, in a savepoint. Redeliveries are rare, and COPY costs half
+        # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
+        # violation), which undoes only the savepoint, and the claim is made row by row below.
+        try:
+            with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
+                for row in ids_and_outcomes:
+                    copy.write_row(row)
+            return {i for i, _ in ids_and_outcomes}
+        except psycopg.errors.UniqueViolation:
+            pass
         ids = [i for i, _ in ids_and_outcomes]
         outcomes = [o for _, o in ids_and_outcomes]
         cur = self.conn.execute(_CLAIM, (ids, outcomes), prepare=True)
