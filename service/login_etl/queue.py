@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-
-from login_etl import metrics, retrying
+from login_etl import metrics, retrying, sqs_client
 from login_etl.messages import Received
 from login_etl.settings import Settings
 
@@ -50,7 +47,18 @@ class Depth:
 
 
 def make_client(settings: Settings, *, pool: int | None = None) -> Any:
-    """One client per process: botocore retries off (tenacity owns them), sized to the pollers."""
+    """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
+
+    The lean JSON-protocol client (sqs_client.py: a quarter of boto3's CPU per call) unless
+    the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
+    or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
+    """
+    lean = sqs_client.lean_client(settings, pool or settings.pollers + 4)
+    if lean is not None:
+        return lean
+    import boto3  # only here: its import (s3transfer and all) costs a noticeable start-up
+    from botocore.config import Config
+
     config = Config(
         region_name=settings.region,
         retries={"total_max_attempts": 1, "mode": "standard"},

@@ -55,6 +55,7 @@ class Settings:
     pool_size: int = 0
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of sqs_client.py
 
     @property
     def writing_key(self) -> MaskingKey:
@@ -88,6 +89,8 @@ class Settings:
             raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
         if self.masking_mode not in ("hmac", "siv"):
             raise ConfigError(f"{PREFIX}MASKING_MODE must be 'hmac' or 'siv', got {self.masking_mode!r}")
+        if self.sqs_client not in ("lean", "boto3"):
+            raise ConfigError(f"{PREFIX}SQS_CLIENT must be 'lean' or 'boto3', got {self.sqs_client!r}")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'console'")
         for name, url in (("QUEUE_URL", self.queue_url), ("DLQ_URL", self.dlq_url)):
@@ -123,6 +126,7 @@ class Settings:
             shutdown_timeout=_float(get, "SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             ledger_retention_days=_int(get, "LEDGER_RETENTION_DAYS", cls.ledger_retention_days),
             pool_size=_int(get, "DB_POOL_SIZE", 0),
+            sqs_client=(get("SQS_CLIENT") or "lean").lower(),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _region_of(queue_url),
             endpoint_url=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
             or _endpoint_of(queue_url),

@@ -1,0 +1,271 @@
+"""The lean SQS client: botocore's signature byte for byte, a correct HTTP/1.x reader, and
+failures raised as the botocore exceptions retrying.py classifies (against local sockets)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import botocore.auth
+import pytest
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from login_etl import retrying
+from login_etl.sqs_client import Signer, SqsClient, host_header, read_response
+
+NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
+
+
+def botocore_headers(monkeypatch: pytest.MonkeyPatch, creds: Credentials, url: str,
+                     target: str, body: bytes) -> dict[str, str]:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                        lambda *a, **k: NOW.replace(tzinfo=None))
+    request = AWSRequest("POST", url, data=body, headers={
+        "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0",
+        "x-amzn-query-mode": "true"})
+    botocore.auth.SigV4Auth(creds, "sqs", "eu-west-1").add_auth(request)
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:4566", "https://sqs.eu-west-1.amazonaws.com",
+                                 "https://sqs.eu-west-1.amazonaws.com:443", "http://[::1]:9324"])
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEJr//////////token+/="])
+def test_signature_is_botocores(monkeypatch: pytest.MonkeyPatch, url: str, token: str | None) -> None:
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    body = json.dumps({"QueueUrl": f"{url}/123456789012/q", "Entries": [
+        {"Id": "0", "ReceiptHandle": "AQEB+/=ü"}]}).encode()
+    expected = botocore_headers(monkeypatch, creds, url + "/", "AmazonSQS.DeleteMessageBatch", body)
+    ours = Signer(creds, "eu-west-1", host_header(url)).headers(
+        "AmazonSQS.DeleteMessageBatch", body, NOW)
+    for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+        assert ours.get(name) == expected.get(name), name
+    # the cached signing key gives the same signature on the next call of the day
+    again = Signer(creds, "eu-west-1", host_header(url))
+    again.headers("AmazonSQS.DeleteMessageBatch", b"{}", NOW)
+    assert again.headers("AmazonSQS.DeleteMessageBatch", body, NOW) == ours
+
+
+def test_signing_key_follows_rotated_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Rotating:
+        creds = Credentials("AKID1", "secret-one")
+
+        def get_frozen_credentials(self) -> Any:
+            return self.creds.get_frozen_credentials()
+
+    rotating = Rotating()
+    signer = Signer(rotating, "eu-west-1", "127.0.0.1:4566")
+    signer.headers("AmazonSQS.ReceiveMessage", b"{}", NOW)
+    rotating.creds = Credentials("AKID2", "secret-two", "tok")
+    expected = botocore_headers(monkeypatch, rotating.creds, "http://127.0.0.1:4566/",
+                                "AmazonSQS.ReceiveMessage", b"{}")
+    assert signer.headers("AmazonSQS.ReceiveMessage", b"{}", NOW)["Authorization"] == \
+        expected["Authorization"]
+
+
+def read(raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    return read_response(io.BufferedReader(io.BytesIO(raw)))  # type: ignore[arg-type]
+
+
+def test_reads_content_length_and_keeps_the_connection() -> None:
+    status, headers, body, close = read(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amzn-RequestId: r1\r\n"
+        b"Content-Length: 2\r\n\r\n{}EXTRA")
+    assert (status, body, close) == (200, b"{}", False)
+    assert headers["x-amzn-requestid"] == "r1" and headers["content-type"].startswith("application/")
+
+
+def test_reads_chunked_with_extensions_and_trailers() -> None:
+    status, _, body, close = read(
+        b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\n")
+    assert (status, body, close) == (400, b'{"a":1}', False)
+
+
+def test_skips_interim_responses_and_honours_close() -> None:
+    status, _, body, close = read(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n"
+        b"Content-Length: 1\r\n\r\nx")
+    assert (status, body, close) == (200, b"x", True)
+    assert read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")[3] is True
+    assert read(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")[3] \
+        is False
+    assert read(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")[2:] == (b"until the end", True)
+
+
+@pytest.mark.parametrize(("raw", "error"), [
+    (b"", http.client.RemoteDisconnected),
+    (b"SSH-2.0-OpenSSH\r\n", http.client.BadStatusLine),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nContent-Len", http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", http.client.BadStatusLine),
+])
+def test_malformed_responses_raise_http_client_errors(raw: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read(raw)
+
+
+# -- against a local socket server -----------------------------------------------------------
+
+Handler = Callable[[bytes], bytes | None]  # request -> raw response (None: close the connection)
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Handler], tuple[str, list[int]]]]:
+    """A tiny HTTP server on 127.0.0.1; returns (url, accepted connection count)."""
+    sockets: list[socket.socket] = []
+
+    def start(handler: Handler, close_after: bool = False) -> tuple[str, list[int]]:
+        listener = socket.create_server(("127.0.0.1", 0))
+        sockets.append(listener)
+        accepted = [0]
+
+        def serve(conn: socket.socket) -> None:
+            reader = conn.makefile("rb")
+            with conn:
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            return
+                        head += line
+                    length = int(next(v for k, v in (h.split(b":", 1) for h in
+                                                     head.split(b"\r\n")[1:-2])
+                                      if k.lower() == b"content-length"))
+                    answer = handler(head + reader.read(length))
+                    if answer is None:
+                        return
+                    conn.sendall(answer)
+                    if close_after:
+                        return
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                accepted[0] += 1
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+
+    yield start
+    for s in sockets:
+        s.close()
+
+
+def ok(payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            b"x-amzn-RequestId: req-1\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def client(url: str, **kwargs: Any) -> SqsClient:
+    return SqsClient(url, "us-east-1", Credentials("test", "test"), **kwargs)
+
+
+def test_calls_reuse_one_connection_and_send_the_boto3_request(server: Any) -> None:
+    seen: list[bytes] = []
+
+    def handler(request: bytes) -> bytes:
+        seen.append(request)
+        return ok({"Messages": [{"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}",
+                                 "Attributes": {"SentTimestamp": "1"},
+                                 "MessageAttributes": {"b": {"DataType": "Binary",
+                                                             "BinaryValue": "AAE="}}}]})
+
+    url, accepted = server(handler)
+    sqs = client(url)
+    for _ in range(5):
+        response = sqs.receive_message(QueueUrl=f"{url}/000000000000/q", MaxNumberOfMessages=10)
+    assert accepted[0] == 1, "keep-alive: one connection for every call"
+    assert response["Messages"][0]["MessageAttributes"]["b"]["BinaryValue"] == b"\x00\x01"
+    assert response["ResponseMetadata"] == {"RequestId": "req-1", "HTTPStatusCode": 200}
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST / HTTP/1.1\r\n")
+    assert b"X-Amz-Target: AmazonSQS.ReceiveMessage" in head
+    assert b"Connection: keep-alive" in head and b"Authorization: AWS4-HMAC-SHA256 " in head
+    assert json.loads(body) == {"QueueUrl": f"{url}/000000000000/q", "MaxNumberOfMessages": 10}
+
+
+def test_blobs_are_sent_as_base64(server: Any) -> None:
+    seen: list[bytes] = []
+    url, _ = server(lambda r: seen.append(r) or ok({"Successful": [], "Failed": []}))
+    client(url).send_message_batch(QueueUrl="q", Entries=[{"Id": "0", "MessageBody": "x",
+        "MessageAttributes": {"b": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}}}])
+    sent = json.loads(seen[0].partition(b"\r\n\r\n")[2])
+    assert sent["Entries"][0]["MessageAttributes"]["b"]["BinaryValue"] == "AAE="
+
+
+def test_a_connection_the_server_dropped_while_idle_is_not_reused(server: Any) -> None:
+    url, accepted = server(lambda r: ok({}), close_after=True)  # as after a keep-alive timeout
+    sqs = client(url)
+    for _ in range(3):
+        assert sqs.get_queue_attributes(QueueUrl="q")["ResponseMetadata"]["HTTPStatusCode"] == 200
+        time.sleep(0.05)
+    assert accepted[0] == 3
+
+
+def test_server_closing_after_the_response_is_seen_before_the_next_call(server: Any) -> None:
+    url, accepted = server(lambda r: ok({}).replace(b"HTTP/1.1 200 OK\r\n",
+                                                   b"HTTP/1.1 200 OK\r\nConnection: close\r\n"))
+    sqs = client(url)
+    for _ in range(3):
+        sqs.get_queue_attributes(QueueUrl="q")
+    assert accepted[0] == 3 and not sqs._connections._idle
+
+
+def test_errors_are_the_client_errors_boto3_raises(server: Any) -> None:
+    body = b'{"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": "gone"}'
+    url, _ = server(lambda r: b"HTTP/1.1 400 Bad Request\r\nx-amzn-query-error: "
+                    b"AWS.SimpleQueueService.NonExistentQueue;Sender\r\nx-amzn-RequestId: e1\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with pytest.raises(ClientError) as caught:
+        client(url).receive_message(QueueUrl="q")
+    error = caught.value.response["Error"]
+    assert error == {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "gone",
+                     "QueryErrorCode": "QueueDoesNotExist", "Type": "Sender"}
+    assert caught.value.operation_name == "ReceiveMessage"
+    assert not retrying.sqs_retryable(caught.value)
+
+
+def test_a_5xx_html_page_is_a_retryable_client_error(server: Any) -> None:
+    page = b"<html><body>502 Bad Gateway</body></html>"
+    url, _ = server(lambda r: b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n"
+                    % len(page) + page)
+    with pytest.raises(ClientError) as caught:
+        client(url).delete_message_batch(QueueUrl="q", Entries=[])
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
+    assert retrying.sqs_retryable(caught.value)
+
+
+def test_transport_failures_are_botocore_exceptions_and_retryable(server: Any) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as unused:
+        port = unused.getsockname()[1]
+    with pytest.raises(EndpointConnectionError) as refused:
+        client(f"http://127.0.0.1:{port}").receive_message(QueueUrl="q")
+    url, _ = server(lambda r: None)  # reads the request, closes without an answer
+    with pytest.raises(ConnectionClosedError) as closed:
+        client(url).receive_message(QueueUrl="q")
+    url, _ = server(lambda r: time.sleep(1) or ok({}))
+    with pytest.raises(ReadTimeoutError) as slow:
+        client(url, read_timeout=0.2).receive_message(QueueUrl="q")
+    for caught in (refused, closed, slow):
+        assert retrying.sqs_retryable(caught.value), caught.value
