@@ -40,6 +40,7 @@ _CLAIM = (
 )
 _COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
 _COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
+_TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
 
@@ -111,17 +112,35 @@ class Store:
             return cur.rowcount
 
     def count_rows(self) -> int:
+        """Exact up to a million rows; beyond that the planner's estimate (a display figure,
+        so a status page refreshing every few seconds never scans a big table)."""
         with self.connection() as conn:
-            row = conn.execute("SELECT count(*) FROM user_logins").fetchone()
+            row = conn.execute(
+                "SELECT CASE WHEN c.reltuples > 1000000 THEN c.reltuples::bigint"
+                " ELSE (SELECT count(*) FROM user_logins) END"
+                " FROM pg_class c WHERE c.oid = 'user_logins'::regclass"
+            ).fetchone()
             return int(row[0]) if row else 0
 
     def latest_rows(self, limit: int = 10) -> list[tuple[Any, ...]]:
-        """The most recently written rows (the table has no key: physical order approximates it)."""
+        """The most recently written rows: the table has no key, so physical order stands in.
+
+        Only the last pages of the heap are read (a TID range scan), not the whole table.
+        """
         with self.connection() as conn:
-            return conn.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM user_logins ORDER BY ctid DESC LIMIT %s",
-                (limit,),
-            ).fetchall()
+            pages = conn.execute(
+                "SELECT pg_relation_size('user_logins') / current_setting('block_size')::int"
+            ).fetchone()
+            start = f"({max(0, int(pages[0] if pages else 0) - _TAIL_PAGES)},0)"
+            rows = conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM user_logins WHERE ctid >= %s::tid"
+                " ORDER BY ctid DESC LIMIT %s", (start, limit)).fetchall()
+            if len(rows) < limit:  # sparse tail (after deletes): fall back to the full order
+                rows = conn.execute(
+                    f"SELECT {', '.join(COLUMNS)} FROM user_logins ORDER BY ctid DESC LIMIT %s",
+                    (limit,),
+                ).fetchall()
+            return rows
 
     def clear(self) -> int:
         with self.connection() as conn, conn.transaction():
