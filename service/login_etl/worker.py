@@ -27,13 +27,16 @@ from login_etl import logs, metrics
 from login_etl.masking import Masker
 from login_etl.messages import Received, parse
 from login_etl.pipeline import Item, Outcome, Pipeline
-from login_etl.queue import Queue, QueueError
+from login_etl.queue import MAX_BATCH, Queue, QueueError
 from login_etl.settings import Settings
 from login_etl.store import Store, StoreError
 
 log = logs.get("login_etl.worker")
 _STOP = object()
 UNTIL_EMPTY_WAIT_SECONDS = 1
+# --until-empty: once a receive comes back short of a full 10 the end is near; short polls
+# (this far apart when empty) then find it without each poller sitting out a 1 s long poll.
+UNTIL_EMPTY_SHORT_POLL_PAUSE = 0.05
 POLLER_GRACE_SECONDS = 2.0
 
 
@@ -140,7 +143,8 @@ class Worker:
         """Run until `stop` is set (a signal) or, with until_empty, the queue is drained."""
         started = time.monotonic()
         self.start()
-        while not stop.wait(0.2) and self.fatal is None:
+        tick = UNTIL_EMPTY_SHORT_POLL_PAUSE if self.until_empty else 0.2
+        while not stop.wait(tick) and self.fatal is None:
             self.health.tick("main")
             if self.until_empty and self._drained():
                 break
@@ -195,12 +199,13 @@ class Worker:
     def _poll(self) -> None:
         name = threading.current_thread().name
         backoff = 1.0
+        wait = 0 if self.until_empty else self._wait
         while not self.stopping.is_set():
             self.health.tick(name)
             if not self.db_up.wait(1.0):
                 continue  # the database is down: do not take messages we cannot store
             try:
-                received = self.source.receive(self._wait, self.settings.visibility_timeout)
+                received = self.source.receive(wait, self.settings.visibility_timeout)
             except QueueError as exc:
                 if not exc.retryable:
                     self._halt(f"receive failed and will not heal by retrying: {exc}")
@@ -211,8 +216,12 @@ class Worker:
             if not self.health.sqs_ok:
                 log.info("sqs_recovered")
             self.health.sqs_ok, backoff = True, 1.0
+            if self.until_empty:
+                wait = self._wait if len(received) == MAX_BATCH else 0
             if not received:
                 self._empty_receives += 1
+                if self.until_empty:
+                    self.stopping.wait(UNTIL_EMPTY_SHORT_POLL_PAUSE)
                 continue
             self._empty_receives = 0
             self._last_message_at = time.monotonic()
