@@ -47,12 +47,14 @@ class Context:
             self._client = make_client(self.settings)
         return self._client
 
-    def source(self) -> Queue:
-        return Queue(self.client, self.settings.queue_url, "source")
+    def source(self, sealer: Masker | None = None) -> Queue:
+        """The source queue; with a sealer it honours sealed ledger ids of redriven copies."""
+        return Queue(self.client, self.settings.queue_url, "source", sealer)
 
-    def dlq(self) -> Queue:
+    def dlq(self, sealer: Masker | None = None) -> Queue:
+        """The DLQ; with a sealer its hand-offs carry their origin (for an exact redrive)."""
         url = dlq_url_for(self.client, self.settings.queue_url, self.settings.dlq_url)
-        return Queue(self.client, url, "dlq")
+        return Queue(self.client, url, "dlq", sealer)
 
     def store(self) -> Store:
         store = Store(self.settings.database_url, pool_size=self.settings.db_pool_size)
@@ -133,7 +135,7 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         masker = obj.masker()
     except ConfigError as exc:
         fail(str(exc))
-    source, dlq = obj.source(), obj.dlq()
+    source, dlq = obj.source(masker), obj.dlq(masker)
     obj.check_queue(source)
     obj.check_queue(dlq)
     store = obj.store()
@@ -365,8 +367,16 @@ def dlq() -> None:
 @click.option("--max", "limit", type=int, help="Move at most this many messages.")
 @pass_context
 def dlq_redrive(obj: Context, limit: int | None) -> None:
-    """Move DLQ messages back to the source queue (after a fix); safe to interrupt."""
-    source, dead = obj.source(), obj.dlq()
+    """Move DLQ messages back to the source queue (after a fix); safe to interrupt.
+
+    Moves at most what the DLQ holds when it starts (a message still bad comes straight back).
+    Needs the masking key: each copy carries a sealed ledger id so it is stored at most once.
+    """
+    try:
+        masker = obj.masker()
+    except ConfigError as exc:
+        fail(str(exc))
+    source, dead = obj.source(masker), obj.dlq(masker)
     obj.check_queue(source)
     obj.check_queue(dead)
     interrupted = threading.Event()
@@ -390,6 +400,8 @@ def main() -> None:
         cli(standalone_mode=True)
     except ConfigError as exc:
         fail(str(exc))
+    except (StoreError, QueueError) as exc:  # after start-up checks: one line, not a traceback
+        fail(str(exc), EXIT_UNAVAILABLE)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -106,6 +107,7 @@ class Masker:
             k.key_id: {f: AESSIV(_subkey(k.secret, "siv", f, 64)) for f in FIELDS} for k in keys
         }
         self._prefix = f"{'h1' if mode == 'hmac' else 's1'}.{self.key_id}."
+        self._seal_keys = {k.key_id: _subkey(k.secret, "seal", "ledger-id", 32) for k in keys}
 
     def __repr__(self) -> str:
         return f"Masker(mode={self.mode!r}, key_ids={self.key_ids!r})"
@@ -160,6 +162,27 @@ class Masker:
                 f"token does not open with key {key_id!r} as a {field} "
                 "(wrong key secret, wrong --field, or the token was altered)"
             ) from None
+
+
+    def seal(self, ledger_id: str) -> str:
+        """`<ledger id>|<key id>|<tag>`: a ledger id only a key holder can attach to a message.
+
+        Message attributes survive SQS's own move to a DLQ and can be set by any producer; an
+        unsealed id would let one message claim another's ledger entry and be dropped as its
+        duplicate.
+        """
+        return f"{ledger_id}|{self.key_id}|{self._seal_tag(self.key_id, ledger_id)}"
+
+    def unseal(self, sealed: str) -> str | None:
+        """The ledger id inside a seal made with any configured key, else None."""
+        parts = sealed.rsplit("|", 2)
+        if len(parts) != 3 or parts[1] not in self._seal_keys:
+            return None
+        ledger_id, key_id, tag = parts
+        return ledger_id if hmac.compare_digest(tag, self._seal_tag(key_id, ledger_id)) else None
+
+    def _seal_tag(self, key_id: str, ledger_id: str) -> str:
+        return _b64(hmac.digest(self._seal_keys[key_id], ledger_id.encode(), "sha256")[:16])
 
 
 def normalise_ip(text: str) -> str | None:

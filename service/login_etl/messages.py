@@ -28,6 +28,7 @@ class Received:
     body: str
     sent_timestamp_ms: int
     receive_count: int = 1
+    origin: str | None = None  # on a DLQ message: the ledger id it was rejected under (sealed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 
 from login_etl import metrics, retrying
 from login_etl.messages import LoginEvent, Received, Rejection
-from login_etl.queue import Queue
+from login_etl.queue import Queue, QueueError
 from login_etl.store import Store, StoreError, is_data_error
 
 Parsed = LoginEvent | Rejection
@@ -30,6 +30,7 @@ class Outcome:
     duplicates: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
     not_deleted: list[str] = field(default_factory=list)
+    left_in_queue: list[str] = field(default_factory=list)  # rejects the DLQ refused for good
     commit_seconds: float = 0.0
     delete_seconds: float = 0.0
 
@@ -38,6 +39,7 @@ class Outcome:
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.not_deleted += other.not_deleted
+        self.left_in_queue += other.left_in_queue
         return self
 
 
@@ -56,7 +58,9 @@ class Pipeline:
         """Store the batch and hand off its rejects in one transaction, COMMIT, then delete.
 
         Raises StoreError or QueueError (from the DLQ hand-off) if the transaction could not
-        commit: then nothing was deleted and the caller still holds every message.
+        commit: then nothing was deleted and the caller still holds every message. Once it has
+        committed, it never raises: a delete that fails is reported in `not_deleted` (those
+        messages come back and the ledger skips them).
         """
         started = time.perf_counter()
         unique = _unique(items)
@@ -66,7 +70,12 @@ class Pipeline:
         metrics.LAST_COMMIT.set_to_current_time()
         if not self.keep_messages:
             started = time.perf_counter()
-            outcome.not_deleted = self.source.delete([received for received, _ in items])
+            left = set(outcome.left_in_queue)
+            settled = [m for m, _ in items if m.message_id not in left]
+            try:
+                outcome.not_deleted = self.source.delete(settled)
+            except QueueError:
+                outcome.not_deleted = [m.message_id for m in settled]
             outcome.delete_seconds = time.perf_counter() - started
         metrics.MESSAGES.labels("stored").inc(outcome.stored)
         metrics.MESSAGES.labels("duplicate").inc(outcome.duplicates)
@@ -82,7 +91,10 @@ class Pipeline:
         except (psycopg.Error, PoolTimeout) as exc:
             if not is_data_error(exc):
                 metrics.IO_ERRORS.labels("commit").inc()
-                raise StoreError(f"database unavailable: {retrying.describe(exc)}") from exc
+                retryable = retrying.db_retryable(exc)
+                raise StoreError(
+                    f"database {'unavailable' if retryable else 'refused the batch'}: "
+                    f"{retrying.describe(exc)}", retryable=retryable) from exc
             if len(items) > 1:
                 half = len(items) // 2
                 return self._commit(items[:half]).merge(self._commit(items[half:]))
@@ -102,15 +114,19 @@ class Pipeline:
                              if isinstance(p, Rejection) and p.message_id in new_ids]
             with self._lock:
                 unsent = [(m, r) for m, r in fresh_rejects if m.message_id not in self._handed_off]
+            refused: list[str] = []
             if unsent:
                 # Inside the transaction: if the hand-off fails, the ledger rows roll back and
                 # the messages stay in the source queue. A crash after it and before COMMIT can
-                # only repeat the hand-off (the DLQ copy carries source_message_id), never lose it.
-                self.dlq.send_rejections(unsent)
+                # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
+                refused = self.dlq.send_rejections(unsent)
+                tx.unclaim(refused)  # left in the source: SQS's RedrivePolicy takes them later
                 with self._lock:
                     self._handed_off.update(m.message_id for m, _ in unsent)
+            fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
+        outcome.left_in_queue = refused
         outcome.stored = sum(1 for _, p in items
                              if isinstance(p, LoginEvent) and p.message_id in new_ids)
         outcome.rejected = [(r.message_id, reason) for r, reason in fresh_rejects]

@@ -14,13 +14,18 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from login_etl import metrics, retrying, sqs_client
+from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.settings import Settings
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
-# A message moved back from the DLQ carries the DLQ message's id; the ledger knows it by that
-# id, so a redrive interrupted between its send and its delete cannot make a second row.
+# Sealed ledger ids (Masker.seal) carried as message attributes:
+#   ORIGIN_ATTRIBUTE   on a DLQ hand-off: the ledger id the rejected message was settled under
+#   REDRIVE_ATTRIBUTE  on a redriven copy: the ledger id the worker must store it under, the
+#                      same however often an interrupted redrive sends it
+# Unsealed or foreign values are ignored: any producer can set attributes.
+ORIGIN_ATTRIBUTE = "login_etl_origin"
 REDRIVE_ATTRIBUTE = "login_etl_redrive_of"
 
 
@@ -79,10 +84,16 @@ def _chunks(items: Sequence[T], size: int = MAX_BATCH) -> Iterable[Sequence[T]]:
 class Queue:
     """One queue URL on one client."""
 
-    def __init__(self, client: Any, url: str, label: str = "source") -> None:
+    def __init__(self, client: Any, url: str, label: str = "source",
+                 sealer: Masker | None = None) -> None:
         self.client = client
         self.url = url
         self.label = label
+        self.sealer = sealer
+
+    def _unseal(self, attributes: dict[str, Any], name: str) -> str | None:
+        value = attributes.get(name, {}).get("StringValue")
+        return self.sealer.unseal(value) if value and self.sealer else None
 
     def _timed(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
         started = time.perf_counter()
@@ -106,18 +117,19 @@ class Queue:
             MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
             MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
-            MessageAttributeNames=[REDRIVE_ATTRIBUTE],
+            MessageAttributeNames=[REDRIVE_ATTRIBUTE, ORIGIN_ATTRIBUTE],
         )
         now_ms = int(time.time() * 1000)
         received = []
         for m in response.get("Messages", ()):
             attributes = m.get("Attributes", {})
-            redriven = m.get("MessageAttributes", {}).get(REDRIVE_ATTRIBUTE)
+            marks = m.get("MessageAttributes") or {}
             received.append(Received(
-                message_id=f"redrive:{redriven['StringValue']}" if redriven else m["MessageId"],
+                message_id=(marks and self._unseal(marks, REDRIVE_ATTRIBUTE)) or m["MessageId"],
                 receipt_handle=m["ReceiptHandle"], body=m["Body"],
                 sent_timestamp_ms=int(attributes.get("SentTimestamp", now_ms)),
                 receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+                origin=self._unseal(marks, ORIGIN_ATTRIBUTE) if marks else None,
             ))
         return received
 
@@ -166,10 +178,9 @@ class Queue:
                              self.client.change_message_visibility_batch, entries)
         return [messages[int(e["Id"])].message_id for e in failed]
 
-    def send_bodies(self, bodies: Sequence[str],
-                    attributes: Sequence[dict[str, Any]] | None = None,
-                    policy: str = "send") -> int:
-        """SendMessageBatch; raises QueueError if any entry fails for good. Returns count sent."""
+    def _send(self, bodies: Sequence[str], attributes: Sequence[dict[str, Any]] | None,
+              policy: str) -> list[int]:
+        """SendMessageBatch with per-entry retries; the positions that failed for good."""
         entries = []
         for i, body in enumerate(bodies):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
@@ -177,20 +188,36 @@ class Queue:
                 entry["MessageAttributes"] = attributes[i]
             entries.append(entry)
         failed = self._batch("send_message_batch", policy, self.client.send_message_batch, entries)
+        return [int(e["Id"]) for e in failed]
+
+    def send_bodies(self, bodies: Sequence[str],
+                    attributes: Sequence[dict[str, Any]] | None = None,
+                    policy: str = "send") -> int:
+        """SendMessageBatch; raises QueueError if any entry fails for good. Returns count sent."""
+        failed = self._send(bodies, attributes, policy)
         if failed:
             raise QueueError(f"send_message_batch on {self.label} queue: {len(failed)} entries "
                              "failed")
-        return len(entries)
+        return len(bodies)
 
-    def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> None:
-        """Hand bad messages to the DLQ: body unchanged, `reason` (and origin) as attributes."""
-        self.send_bodies(
-            [m.body for m, _ in rejected],
-            [{"reason": {"DataType": "String", "StringValue": reason},
-              "source_message_id": {"DataType": "String", "StringValue": m.message_id}}
-             for m, reason in rejected],
-            policy="dlq_send",
-        )
+    def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> list[str]:
+        """Hand bad messages to the DLQ: body unchanged, `reason` (and origin) as attributes.
+
+        Returns the ids of messages the DLQ refused for good (e.g. a body at the size limit
+        plus attributes): those stay in the source queue, and SQS's own RedrivePolicy moves
+        them once they reach maxReceiveCount. A transient failure raises QueueError.
+        """
+        def marks(m: Received, reason: str) -> dict[str, Any]:
+            attrs = {"reason": {"DataType": "String", "StringValue": reason},
+                     "source_message_id": {"DataType": "String", "StringValue": m.message_id}}
+            if self.sealer:
+                attrs[ORIGIN_ATTRIBUTE] = {"DataType": "String",
+                                           "StringValue": self.sealer.seal(m.message_id)}
+            return attrs
+
+        failed = self._send([m.body for m, _ in rejected],
+                            [marks(m, reason) for m, reason in rejected], "dlq_send")
+        return [rejected[i][0].message_id for i in failed]
 
     def depth(self) -> Depth:
         attributes = self._call(
@@ -247,21 +274,31 @@ def redrive(dlq: Queue, source: Queue, limit: int | None = None,
             stop: Callable[[], bool] | None = None) -> int:
     """Move DLQ messages back to the source, 10 at a time: send first, then delete.
 
-    Interrupting it between the two leaves a message in both queues; the copy in the source
-    carries REDRIVE_ATTRIBUTE, so the worker stores it at most once however often it is sent.
+    Each copy carries a sealed ledger id: `redrive:<origin>` for a worker's hand-off (so two
+    DLQ copies of one reject still make one row), the DLQ message id for one SQS moved there
+    itself (its original id, so a message already stored stays a duplicate). Interrupting
+    between send and delete can only send a copy twice, which the ledger absorbs. Without a
+    limit it moves at most what the DLQ held at the start: a message that is still bad comes
+    straight back and must not be moved round in circles.
     """
+    if dlq.sealer is None:
+        raise ValueError("redrive needs the masking key to seal ledger ids")
+    if limit is None:
+        limit = dlq.depth().visible
     moved = empty = 0
-    while (limit is None or moved < limit) and empty < 2 and not (stop and stop()):
-        want = MAX_BATCH if limit is None else min(MAX_BATCH, limit - moved)
-        batch = dlq.receive(wait_seconds=1, visibility_timeout=60, max_messages=want)
+    while moved < limit and empty < 2 and not (stop and stop()):
+        batch = dlq.receive(wait_seconds=1, visibility_timeout=60,
+                            max_messages=min(MAX_BATCH, limit - moved))
         if not batch:
             empty += 1
             continue
         empty = 0
         source.send_bodies(
             [m.body for m in batch],
-            [{REDRIVE_ATTRIBUTE: {"DataType": "String", "StringValue": m.message_id}}
-             for m in batch])
+            [{REDRIVE_ATTRIBUTE: {
+                "DataType": "String",
+                "StringValue": dlq.sealer.seal(f"redrive:{m.origin}" if m.origin else m.message_id),
+            }} for m in batch])
         dlq.delete(batch)
         moved += len(batch)
         if progress:

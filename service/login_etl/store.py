@@ -44,12 +44,22 @@ _TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
 
+# Bounds on every statement, so a stuck lock or a half-dead server cannot hold a batch (and a
+# shutdown) forever; both errors are retried like an outage. Keepalives find dead peers.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "application_name": "login-etl",
+    "options": "-c statement_timeout=30000 -c lock_timeout=10000"
+               " -c idle_in_transaction_session_timeout=60000",
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+}
+
+
 class StoreError(RuntimeError):
     """The database refused or could not be reached after retries; value-free description."""
 
-    def __init__(self, message: str, *, data_related: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
-        self.data_related = data_related
+        self.retryable = retryable  # False: no wait heals it (missing table, no permission)
 
 
 def is_data_error(exc: BaseException) -> bool:
@@ -61,7 +71,7 @@ class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
-            kwargs={"application_name": "login-etl"}, name="login-etl", timeout=3,
+            kwargs=CONNECTION_OPTIONS, name="login-etl", timeout=3,
             check=ConnectionPool.check_connection,
         )
 
@@ -82,9 +92,21 @@ class Store:
             yield conn
 
     def init_schema(self) -> None:
-        with self.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            conn.execute(SCHEMA)
+        """Create what is missing; a role without CREATE can run against an existing schema."""
+        try:
+            with self.connection() as conn:
+                row = conn.execute(
+                    "SELECT to_regclass('user_logins') IS NOT NULL"
+                    " AND to_regclass('login_etl_ledger') IS NOT NULL"
+                    " AND to_regclass('login_etl_ledger_processed_at') IS NOT NULL").fetchone()
+                if row and row[0]:
+                    return
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(SCHEMA)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
+                             retryable=False) from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -177,6 +199,12 @@ class Transaction:
         outcomes = [o for _, o in ids_and_outcomes]
         cur = self.conn.execute(_CLAIM, (ids, outcomes), prepare=True)
         return {row[0] for row in cur.fetchall()}
+
+    def unclaim(self, ids: Sequence[str]) -> None:
+        """Take ids back out of the ledger within this transaction (messages left unsettled)."""
+        if ids:
+            self.conn.execute("DELETE FROM login_etl_ledger WHERE message_id = ANY(%s)",
+                              (list(ids),))
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         if not events:

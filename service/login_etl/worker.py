@@ -109,7 +109,9 @@ class Worker:
         self.fatal: str | None = None
         self._inbox: stdqueue.Queue[object] = stdqueue.Queue(maxsize=settings.pollers * 4)
         self._held: dict[str, _Held] = {}
-        self._kept: list[Received] = []
+        # --keep-messages: settled but not deleted; kept invisible by the heartbeat (so they are
+        # not received again and again towards maxReceiveCount) and released at exit.
+        self._kept: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._settlers = ThreadPoolExecutor(settings.pollers, thread_name_prefix="settler")
         self._slots = threading.BoundedSemaphore(settings.pollers)
@@ -160,7 +162,9 @@ class Worker:
         self._deadline = time.monotonic() + self.settings.shutdown_timeout
         self.stopping.set()
         log.info("worker_stopping", held=self.in_flight())
-        self._inbox.put(_STOP)  # blocks only while the batcher is still draining: bounded
+        with contextlib.suppress(stdqueue.Full):  # full: the batcher is stuck on a slot; the
+            # held messages are released below whatever it does
+            self._inbox.put(_STOP, timeout=max(0.1, self._deadline - time.monotonic() - 3))
         for thread in self._threads:
             if thread.name == "batcher":
                 thread.join(max(0.0, self._deadline - time.monotonic()))
@@ -177,7 +181,8 @@ class Worker:
         leftovers = self._drain_inbox()
         with self._lock:
             leftovers += [h.message for h in self._held.values()]
-        self._release(leftovers + self._kept, "shutdown")
+            leftovers += [h.message for h in self._kept.values()]
+        self._release(leftovers, "shutdown")
 
     def in_flight(self) -> int:
         with self._lock:
@@ -240,6 +245,9 @@ class Worker:
                     break
                 except stdqueue.Full:
                     self.health.tick(name)
+                    if self.stopping.is_set():
+                        self._forget_and_release(received, "shutdown")
+                        return
 
     def _halt(self, reason: str) -> None:
         """A fault no retry can fix (queue deleted, access denied): stop and say why, exit 1."""
@@ -293,7 +301,10 @@ class Worker:
                 try:
                     outcome = self.pipeline.settle(batch)
                 except (StoreError, QueueError) as exc:
-                    if self.stopping.is_set() and time.monotonic() > self._deadline - 3:
+                    if not exc.retryable:
+                        self._halt(f"a batch cannot be settled and no wait will fix it: {exc}")
+                    if self.fatal or (self.stopping.is_set()
+                                      and time.monotonic() > self._deadline - 3):
                         self._forget_and_release(messages, "unsettled_at_shutdown")
                         return
                     self._wait_for_recovery(exc, backoff)
@@ -310,18 +321,24 @@ class Worker:
                 self._busy -= 1
             self._slots.release()
 
+    def _pause(self, seconds: float) -> None:
+        """Back off; once stopping, still back off (no spinning) but never past the deadline."""
+        if not self.stopping.wait(seconds):
+            return
+        time.sleep(max(0.0, min(seconds, self._deadline - 3 - time.monotonic())))
+
     def _wait_for_recovery(self, exc: Exception, backoff: float) -> None:
         if isinstance(exc, StoreError):
             if self.db_up.is_set():
                 log.warning("database_unavailable", error=str(exc))
             self.db_up.clear()
             self.health.db_ok = False
-            self.stopping.wait(backoff)
+            self._pause(backoff)
             if self.store.ping():
                 self._database_back()
         else:
             log.warning("dlq_handoff_failed", error=str(exc), retry_in_seconds=backoff)
-            self.stopping.wait(backoff)
+            self._pause(backoff)
 
     def _database_back(self) -> None:
         if not self.db_up.is_set():
@@ -332,10 +349,11 @@ class Worker:
     def _settled(self, batch: list[Item], outcome: Outcome, seconds: float) -> None:
         messages = [m for m, _ in batch]
         with self._lock:
+            now = time.monotonic()
             for m in messages:
-                self._held.pop(m.message_id, None)
-            if self.keep_messages:
-                self._kept.extend(messages)
+                held = self._held.pop(m.message_id, None)
+                if self.keep_messages:
+                    self._kept[m.message_id] = _Held(m, held.extended_at if held else now)
             metrics.IN_FLIGHT.set(len(self._held))
             self.totals.merge(outcome)
         metrics.BATCH_SECONDS.observe(seconds)
@@ -344,7 +362,7 @@ class Worker:
                  duplicates=outcome.duplicates, rejected=len(outcome.rejected),
                  rejected_ids=[i for i, _ in outcome.rejected],
                  reasons=sorted({r for _, r in outcome.rejected}),
-                 not_deleted=len(outcome.not_deleted),
+                 not_deleted=len(outcome.not_deleted), left_in_queue=len(outcome.left_in_queue),
                  commit_ms=round(outcome.commit_seconds * 1000, 2),
                  delete_ms=round(outcome.delete_seconds * 1000, 2),
                  batch_ms=round(seconds * 1000, 2))
@@ -357,7 +375,8 @@ class Worker:
             self.health.tick("heartbeat")
             now = time.monotonic()
             with self._lock:
-                due = [h for h in self._held.values() if now - h.extended_at > vis / 3]
+                due = [h for held in (self._held, self._kept) for h in held.values()
+                       if now - h.extended_at > vis / 3]
                 for h in due:
                     h.extended_at = now
             if due:

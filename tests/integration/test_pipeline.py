@@ -84,28 +84,37 @@ def test_running_twice_on_redelivered_messages_makes_no_second_row(stack: Stack)
     assert stack.count_rows() == 109
 
 
-def test_commit_failure_deletes_nothing_and_loses_nothing(stack: Stack) -> None:
-    """Delete-after-commit: while every COMMIT fails, the queue keeps every message."""
+def _fail_commits(stack: Stack, action: str) -> None:
+    """A deferred trigger that acts at COMMIT while the table fail_commits has a row."""
     stack.cli("init-db")
-    stack.query("""
-        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN RAISE EXCEPTION 'commit refused by test'; END $$;
-        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON login_etl_ledger
-        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();
+    stack.query(f"""
+        CREATE TABLE fail_commits (on_ boolean);
+        INSERT INTO fail_commits VALUES (true);
+        CREATE FUNCTION at_commit() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF EXISTS (SELECT 1 FROM fail_commits) THEN {action}; END IF;
+           RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON login_etl_ledger
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION at_commit();
     """)
+
+
+def test_killed_connection_at_commit_deletes_nothing_and_loses_nothing(stack: Stack) -> None:
+    """Delete-after-commit: while every COMMIT dies with its connection, the queue keeps
+    every message; once commits succeed again each message is stored exactly once."""
+    _fail_commits(stack, "PERFORM pg_terminate_backend(pg_backend_pid())")
     stack.send(sample_bodies())
     worker = stack.start("--until-empty")
     try:
         wait_until(lambda: stack.depth()["in_flight"] > 0, 15, what="worker holding messages")
-        time.sleep(3)  # several failed commits
+        time.sleep(4)  # several commits killed
         depth = stack.depth()
         assert depth["visible"] + depth["in_flight"] == 100, depth
         assert stack.count_rows() == 0
         # The reject's hand-off precedes the COMMIT (so it cannot be lost) and is not repeated
         # by the retries of the same batch.
         assert stack.depth(dlq=True)["visible"] <= 1
-        assert worker.poll() is None, "a failing commit must not crash the worker"
-        stack.query("DROP TRIGGER refuse_at_commit ON login_etl_ledger")
+        assert worker.poll() is None, "a lost connection is an outage, not a crash"
+        stack.query("DELETE FROM fail_commits")
         assert worker.wait(timeout=60) == 0
     finally:
         if worker.poll() is None:
@@ -113,6 +122,40 @@ def test_commit_failure_deletes_nothing_and_loses_nothing(stack: Stack) -> None:
     assert stack.count_rows() == 99 and stack.duplicate_rows() == 0
     assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
     assert stack.depth(dlq=True)["visible"] == 1
+
+
+def test_commit_refused_for_good_halts_and_deletes_nothing(stack: Stack, tmp_path: Path) -> None:
+    """A COMMIT no retry can fix (here a trigger raising) stops the worker with one clear line;
+    every message is back in the queue, and a run after the fix stores each exactly once."""
+    _fail_commits(stack, "RAISE EXCEPTION 'refused by test'")
+    stack.send(sample_bodies())
+    log = tmp_path / "worker.log"
+    worker = stack.start("--until-empty", log=log)
+    assert worker.wait(timeout=60) == 1
+    assert "no wait will fix it" in log.read_text() and "Traceback" not in log.read_text()
+    depth = stack.depth()
+    assert depth["visible"] == 100 and depth["in_flight"] == 0, "held messages are released"
+    assert stack.count_rows() == 0
+    stack.query("DELETE FROM fail_commits")
+    stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 99 and stack.duplicate_rows() == 0
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+    # The reject may be handed off once per process that tried (at least once, never lost).
+    assert 1 <= stack.depth(dlq=True)["visible"] <= 2
+
+
+def test_role_without_create_privilege_runs_on_an_existing_schema(stack: Stack) -> None:
+    stack.cli("init-db")
+    stack.query("DROP ROLE IF EXISTS etl_app_test; CREATE ROLE etl_app_test LOGIN;"
+                "GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO etl_app_test;"
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    try:
+        stack.send(sample_bodies())
+        url = stack.database_url.replace("postgres@", "etl_app_test@")
+        stack.cli("run", "--until-empty", env=stack.env(LOGIN_ETL_DATABASE_URL=url))
+        assert stack.count_rows() == 99
+    finally:
+        stack.query("DROP OWNED BY etl_app_test; DROP ROLE etl_app_test")
 
 
 def test_row_the_database_refuses_goes_to_the_dlq_alone(stack: Stack) -> None:
