@@ -24,10 +24,12 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
+import select
 import socket
 import ssl
 import threading
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +42,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.exceptions import SSLError as BotoSSLError
-from urllib3.util.wait import wait_for_read
 
 from login_etl import __version__
 from login_etl.settings import Settings
@@ -209,6 +210,13 @@ def _read_chunked(reader: Any) -> bytes:
         parts.append(chunk[:size])
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Data or EOF waiting on a connection nothing was asked on: the server closed it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _Connections:
     """A LIFO pool of keep-alive connections to one endpoint, at most `size` kept idle."""
 
@@ -234,7 +242,7 @@ class _Connections:
                 return self._connect()
             # A kept connection the server has closed (or written to) in the meantime reads
             # as ready: drop it rather than send a request into it.
-            if not wait_for_read(conn.sock, timeout=0.0):
+            if not _readable(conn.sock):
                 return conn
             conn.close()
 
@@ -392,26 +400,73 @@ def lean_client(settings: Settings, pool: int) -> SqsClient | None:
     boto3 keeps: LOGIN_ETL_SQS_CLIENT=boto3, an HTTP(S) proxy that applies to the endpoint,
     and FIPS or dual-stack endpoint selection (AWS_USE_FIPS_ENDPOINT, ..._DUALSTACK_...,
     or the same in the AWS config file). Credentials and the CA bundle (AWS_CA_BUNDLE or
-    the config file's ca_bundle) come from the same botocore session boto3 would use.
+    the config file's ca_bundle) are what boto3 would use: the environment's when the
+    environment alone decides them, else those of a botocore session.
     """
     if settings.sqs_client != "lean":
-        return None
-    import botocore.session
-
-    session = botocore.session.get_session()
-    if any(str(session.get_config_variable(name)).lower() == "true"
-           for name in ("use_fips_endpoint", "use_dualstack_endpoint")):
         return None
     endpoint = settings.endpoint_url or _aws_endpoint(settings.region)
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+    if _proxied(parts.scheme, parts.hostname):
         return None
-    return SqsClient(endpoint, settings.region, session.get_credentials(), pool=pool,
-                     connect_timeout=3, read_timeout=settings.wait_time_seconds + 10,
-                     ca_bundle=session.get_config_variable("ca_bundle") or _default_ca_bundle())
+    env = os.environ
+    if _environment_decides(env):
+        # The chain's first provider answers from the environment; no session (and no 0.2 s
+        # of botocore imports at every start) is needed to know it.
+        credentials: Any = _EnvironmentCredentials(
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+            env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)
+        flags = [env.get(f"AWS_USE_{name}_ENDPOINT", "") for name in ("FIPS", "DUALSTACK")]
+        ca_bundle = env.get("AWS_CA_BUNDLE") or None
+    else:
+        import botocore.session
+
+        session = botocore.session.get_session()
+        credentials = session.get_credentials()
+        flags = [str(session.get_config_variable(name))
+                 for name in ("use_fips_endpoint", "use_dualstack_endpoint")]
+        ca_bundle = session.get_config_variable("ca_bundle")
+    if any(flag.lower() == "true" for flag in flags):
+        return None
+    if parts.scheme == "https" and not ca_bundle:
+        ca_bundle = _default_ca_bundle()
+    return SqsClient(endpoint, settings.region, credentials, pool=pool, connect_timeout=3,
+                     read_timeout=settings.wait_time_seconds + 10, ca_bundle=ca_bundle)
+
+
+class _EnvironmentCredentials:
+    """Static keys from the environment, shaped like botocore's frozen credentials."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.token = token
+
+    def get_frozen_credentials(self) -> _EnvironmentCredentials:
+        return self
+
+
+def _environment_decides(env: Mapping[str, str]) -> bool:
+    """Static keys in the environment, and no profile or config file that could say otherwise."""
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        return False
+    if any(env.get(name) for name in ("AWS_CREDENTIAL_EXPIRATION", "AWS_PROFILE",
+                                      "AWS_DEFAULT_PROFILE")):
+        return False
+    config = env.get("AWS_CONFIG_FILE") or os.path.join("~", ".aws", "config")
+    return not os.path.exists(os.path.expanduser(config))
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether an HTTP(S)_PROXY of the environment applies to this host (NO_PROXY aside)."""
+    if not any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" for k in os.environ):
+        return False
+    import urllib.request
+
+    proxy = urllib.request.getproxies().get(scheme)
+    return bool(proxy) and not urllib.request.proxy_bypass(host)
 
 
 def _aws_endpoint(region: str) -> str:

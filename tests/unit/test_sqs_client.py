@@ -7,6 +7,7 @@ import datetime as dt
 import http.client
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -25,7 +26,8 @@ from botocore.exceptions import (
 )
 
 from login_etl import retrying
-from login_etl.sqs_client import Signer, SqsClient, host_header, read_response
+from login_etl.settings import Settings
+from login_etl.sqs_client import Signer, SqsClient, host_header, lean_client, read_response
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
 
@@ -269,3 +271,62 @@ def test_transport_failures_are_botocore_exceptions_and_retryable(server: Any) -
         client(url, read_timeout=0.2).receive_message(QueueUrl="q")
     for caught in (refused, closed, slow):
         assert retrying.sqs_retryable(caught.value), caught.value
+
+
+# -- which client make_client gets -------------------------------------------------------------
+
+
+def settings_for(**changes: Any) -> Settings:
+    return Settings(queue_url="http://127.0.0.1:4566/000000000000/q",
+                    endpoint_url="http://127.0.0.1:4566").with_overrides(**changes)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-too"))
+    return monkeypatch
+
+
+def test_environment_keys_need_no_botocore_session(aws_env: pytest.MonkeyPatch) -> None:
+    aws_env.setenv("AWS_SESSION_TOKEN", "tok")
+    client = lean_client(settings_for(), 4)
+    assert client is not None
+    creds = client._signer.credentials.get_frozen_credentials()
+    assert (creds.access_key, creds.secret_key, creds.token) == ("AKIDENV", "env-secret", "tok")
+
+
+def test_a_config_file_or_profile_goes_through_botocore(aws_env: pytest.MonkeyPatch,
+                                                        tmp_path: Any) -> None:
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    aws_env.setenv("AWS_CONFIG_FILE", str(config))
+    client = lean_client(settings_for(), 4)
+    assert client is not None
+    assert type(client._signer.credentials).__module__.startswith("botocore.")
+    assert client._signer.credentials.get_frozen_credentials().access_key == "AKIDENV"
+
+
+@pytest.mark.parametrize("env", [{"AWS_USE_FIPS_ENDPOINT": "true"},
+                                 {"AWS_USE_DUALSTACK_ENDPOINT": "TRUE"},
+                                 {"HTTP_PROXY": "http://proxy.example:3128"}])
+def test_what_only_boto3_does_stays_with_boto3(aws_env: pytest.MonkeyPatch,
+                                              env: dict[str, str]) -> None:
+    for name, value in env.items():
+        aws_env.setenv(name, value)
+    assert lean_client(settings_for(), 4) is None
+
+
+def test_no_proxy_and_the_setting(aws_env: pytest.MonkeyPatch) -> None:
+    aws_env.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    aws_env.setenv("NO_PROXY", "127.0.0.1")
+    assert lean_client(settings_for(), 4) is not None
+    assert lean_client(settings_for(sqs_client="boto3"), 4) is None
+    aws_client = lean_client(Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/1/q",
+                                      region="eu-west-1"), 4)
+    assert aws_client is not None and aws_client.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
