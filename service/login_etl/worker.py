@@ -20,7 +20,6 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from login_etl import logs, metrics
@@ -38,6 +37,7 @@ UNTIL_EMPTY_WAIT_SECONDS = 1
 # (this far apart when empty) then find it without each poller sitting out a 1 s long poll.
 UNTIL_EMPTY_SHORT_POLL_PAUSE = 0.05
 POLLER_GRACE_SECONDS = 2.0
+RELEASE_SECONDS = 2.0  # the end of the shutdown bound kept for giving held messages back
 
 
 @dataclass
@@ -113,7 +113,9 @@ class Worker:
         # not received again and again towards maxReceiveCount) and released at exit.
         self._kept: dict[str, _Held] = {}
         self._lock = threading.Lock()
-        self._settlers = ThreadPoolExecutor(settings.pollers, thread_name_prefix="settler")
+        # Daemon threads, not an executor: a settler stuck in the database must not keep the
+        # process alive past the shutdown bound (its messages are released by then).
+        self._batches: stdqueue.Queue[list[Item]] = stdqueue.Queue()
         self._slots = threading.BoundedSemaphore(settings.pollers)
         self._busy = 0
         self._last_message_at = time.monotonic()
@@ -128,6 +130,8 @@ class Worker:
         for i in range(self.settings.pollers):
             self._spawn(f"poller-{i}", self._poll)
         self._spawn("batcher", self._batch)
+        for i in range(self.settings.pollers):
+            self._spawn(f"settler-{i}", self._settle_forever)
         self._spawn("heartbeat", self._heartbeat)
         self._spawn("housekeeping", self._housekeeping)
         log.info("worker_started", pollers=self.settings.pollers,
@@ -158,23 +162,27 @@ class Worker:
         return self.totals
 
     def shutdown(self) -> None:
-        """Stop receiving, settle what is in hand, release the rest; bounded by shutdown_timeout."""
+        """Stop receiving, settle what is in hand, release the rest; bounded by shutdown_timeout.
+
+        Each wait ends before the deadline, leaving RELEASE_SECONDS to give back whatever is
+        still held (settlers stuck in the database give up at the same point).
+        """
         self._deadline = time.monotonic() + self.settings.shutdown_timeout
+        settle_by = self._deadline - RELEASE_SECONDS
         self.stopping.set()
         log.info("worker_stopping", held=self.in_flight())
         with contextlib.suppress(stdqueue.Full):  # full: the batcher is stuck on a slot; the
             # held messages are released below whatever it does
-            self._inbox.put(_STOP, timeout=max(0.1, self._deadline - time.monotonic() - 3))
+            self._inbox.put(_STOP, timeout=max(0.1, settle_by - time.monotonic()))
         for thread in self._threads:
             if thread.name == "batcher":
-                thread.join(max(0.0, self._deadline - time.monotonic()))
-        self._settlers.shutdown(wait=False)
-        while self._busy and time.monotonic() < self._deadline - 1:
+                thread.join(max(0.0, settle_by - time.monotonic()))
+        while self._busy and time.monotonic() < settle_by:
             time.sleep(0.05)
         # A poller may sit in a 20 s long poll on an idle queue; waiting it out would make every
         # idle shutdown take 20 s. Give them a short grace: what a poll returns after the process
         # is gone stays invisible until its visibility timeout, then is redelivered (not lost).
-        grace_end = min(time.monotonic() + POLLER_GRACE_SECONDS, self._deadline - 0.5)
+        grace_end = min(time.monotonic() + POLLER_GRACE_SECONDS, settle_by)
         for thread in self._threads:
             if thread.name.startswith("poller"):
                 thread.join(max(0.0, grace_end - time.monotonic()))
@@ -283,13 +291,11 @@ class Worker:
             self.health.tick("batcher")
         with self._lock:
             self._busy += 1
-        try:
-            self._settlers.submit(self._settle, batch)
-        except RuntimeError:  # executor already shut down
-            self._slots.release()
-            with self._lock:
-                self._busy -= 1
-            self._forget_and_release([m for m, _ in batch], "shutdown")
+        self._batches.put(batch)
+
+    def _settle_forever(self) -> None:
+        while True:
+            self._settle(self._batches.get())
 
     def _settle(self, batch: list[Item]) -> None:
         """Settle one batch, riding out outages; give it back to the queue only at shutdown."""
@@ -304,7 +310,7 @@ class Worker:
                     if not exc.retryable:
                         self._halt(f"a batch cannot be settled and no wait will fix it: {exc}")
                     if self.fatal or (self.stopping.is_set()
-                                      and time.monotonic() > self._deadline - 3):
+                                      and time.monotonic() > self._deadline - RELEASE_SECONDS):
                         self._forget_and_release(messages, "unsettled_at_shutdown")
                         return
                     self._wait_for_recovery(exc, backoff)
@@ -325,7 +331,7 @@ class Worker:
         """Back off; once stopping, still back off (no spinning) but never past the deadline."""
         if not self.stopping.wait(seconds):
             return
-        time.sleep(max(0.0, min(seconds, self._deadline - 3 - time.monotonic())))
+        time.sleep(max(0.0, min(seconds, self._deadline - RELEASE_SECONDS - time.monotonic())))
 
     def _wait_for_recovery(self, exc: Exception, backoff: float) -> None:
         if isinstance(exc, StoreError):

@@ -6,6 +6,7 @@ shows them; `pytest -s` to see them locally.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from tests.integration.stack import (
     http_get,
     log_events,
     metric_sum,
+    sample_bodies,
     unique_bodies,
     wait_until,
 )
@@ -193,21 +195,121 @@ def test_deleted_queue_is_reported_not_retried_forever(stack: Stack, tmp_path: P
     assert "will not heal" in text and "Traceback" not in text
 
 
+def _seal(stack: Stack, ledger_id: str) -> str:
+    from login_etl.masking import Masker
+    from login_etl.settings import Settings
+
+    return Masker(Settings.from_env(stack.env()).masking_keys).seal(ledger_id)
+
+
 def test_dlq_redrive_is_counted_and_idempotent(stack: Stack) -> None:
     good = unique_bodies(25, prefix="fixed")
-    stack.send(good, queue_url=stack.dlq_url)  # as if rejected earlier, fixed since
+    stack.send(good, queue_url=stack.dlq_url)  # as if moved there by SQS, and fixed since
     result = stack.cli("dlq", "redrive")
     assert "moved 25 messages" in result.stdout
     assert stack.depth(dlq=True)["visible"] == 0
-    # A redrive interrupted between its send and its delete sends a message twice.
-    from tests.integration.stack import sqs_client
-
-    sqs = sqs_client()
-    stack.send(unique_bodies(1, prefix="twice"), queue_url=stack.dlq_url)
-    message = sqs.receive_message(QueueUrl=stack.dlq_url, WaitTimeSeconds=2)["Messages"][0]
+    # A redrive interrupted between its send and its delete sends a copy twice.
+    message_id = "an-id-from-the-dlq"
     for _ in range(2):
-        sqs.send_message(QueueUrl=stack.queue_url, MessageBody=message["Body"], MessageAttributes={
-            "login_etl_redrive_of": {"DataType": "String", "StringValue": message["MessageId"]}})
+        stack.sqs.send_message(
+            QueueUrl=stack.queue_url, MessageBody=unique_bodies(1, prefix="twice")[0],
+            MessageAttributes={"login_etl_redrive_of": {
+                "DataType": "String", "StringValue": _seal(stack, message_id)}})
     stack.cli("run", "--until-empty")
-    assert stack.count_rows() == 26
     assert_exactly_once(stack, 26)
+
+
+def test_unsealed_redrive_marks_from_producers_are_ignored(stack: Stack) -> None:
+    """A producer cannot make distinct messages share a ledger id (and be dropped as repeats)."""
+    for i, body in enumerate(unique_bodies(3, prefix="forged")):
+        stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body, MessageAttributes={
+            "login_etl_redrive_of": {"DataType": "String", "StringValue": "same-id"},
+            "login_etl_origin": {"DataType": "String", "StringValue": f"x|{i}|forged"}})
+    stack.cli("run", "--until-empty")
+    assert_exactly_once(stack, 3)
+
+
+def test_redrive_of_rejects_makes_one_row_each_and_skips_what_was_stored(stack: Stack) -> None:
+    """Two DLQ copies of one reject (a hand-off repeated by a crash) -> one row after redrive;
+    a stored message that SQS moved to the DLQ (its delete kept failing) -> no second row."""
+    bad = json.dumps({"user_id": "later-fixed", "app_version": "1.2.3", "device_type": "ios",
+                      "ip": "10.0.0.1", "device_id": "d-1", "locale": None, "oops": 1})
+    stack.send(unique_bodies(5, prefix="stored"))
+    stack.cli("run", "--until-empty")
+    stored_ids = [r[0] for r in stack.query("SELECT message_id FROM login_etl_ledger")]
+    origin = _seal(stack, "original-reject-id")
+    for _ in range(2):  # the same reject handed off twice
+        stack.sqs.send_message(QueueUrl=stack.dlq_url, MessageBody=bad, MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": "invalid_ip"},
+            "login_etl_origin": {"DataType": "String", "StringValue": origin}})
+    # A stored message that SQS itself moved to the DLQ keeps its id: simulate with its seal.
+    stack.sqs.send_message(QueueUrl=stack.dlq_url, MessageBody=unique_bodies(1, "stored")[0],
+                           MessageAttributes={"login_etl_redrive_of": {
+                               "DataType": "String", "StringValue": _seal(stack, stored_ids[0])}})
+    assert "moved 3 messages" in stack.cli("dlq", "redrive").stdout
+    run = stack.cli("run", "--until-empty")
+    stopped = [json.loads(line) for line in run.stderr.splitlines() if '"worker_stopped"' in line]
+    assert stopped[0]["stored"] == 1 and stopped[0]["duplicates"] == 2
+    assert_exactly_once(stack, 6)
+
+
+def test_redrive_stops_at_the_dlq_depth_while_bad_messages_come_back(stack: Stack,
+                                                                      tmp_path: Path) -> None:
+    stack.send(["not json", "[]", '{"user_id": 1}'], queue_url=stack.dlq_url)
+    worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=tmp_path / "w.log")
+    try:
+        result = stack.cli("dlq", "redrive", timeout=60)
+        assert "moved 3 messages" in result.stdout
+        wait_until(lambda: stack.depth(dlq=True)["visible"] == 3, 30, what="rejects back")
+    finally:
+        assert stop(worker)[0] == 0
+
+
+def test_keep_messages_daemon_never_pushes_messages_to_the_dlq(stack: Stack,
+                                                              tmp_path: Path) -> None:
+    """Kept messages stay invisible while the daemon runs (the heartbeat extends them), so
+    they are not received again and again until SQS moves them to the DLQ."""
+    stack.send(unique_bodies(50))
+    log = tmp_path / "w.log"
+    worker = stack.start("--keep-messages", env=stack.env(LOGIN_ETL_VISIBILITY_TIMEOUT="5"),
+                         log=log)
+    wait_until(lambda: stack.count_rows() == 50, 60, what="rows")
+    time.sleep(14)  # almost 3 visibility timeouts
+    code, _ = stop(worker)
+    assert code == 0
+    events = log_events(log)
+    assert sum(e.get("duplicates", 0) for e in events if e["event"] == "batch_settled") == 0
+    assert any(e["event"] == "visibility_extended" for e in events)
+    assert stack.depth(dlq=True)["visible"] == 0
+    wait_until(lambda: stack.depth()["visible"] == 50, 10, what="kept messages released")
+
+
+def test_dlq_gone_mid_run_halts_and_loses_nothing(stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "w.log"
+    worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=log)
+    time.sleep(3)
+    stack.sqs.delete_queue(QueueUrl=stack.dlq_url)
+    stack.send(sample_bodies())
+    assert worker.wait(timeout=60) == 1
+    assert "no wait will fix it" in log.read_text() and "Traceback" not in log.read_text()
+    wait_until(lambda: stack.depth()["in_flight"] == 0, 10, what="held messages released")
+    assert stack.count_rows() + stack.depth()["visible"] == 100
+
+
+def test_sigterm_while_the_database_is_stuck_exits_within_the_bound(stack: Stack,
+                                                                   tmp_path: Path) -> None:
+    stack.cli("init-db")
+    stack.send(unique_bodies(300))
+    with stack.connect() as conn:
+        conn.execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        worker = stack.start(env=stack.env(LOGIN_ETL_SHUTDOWN_TIMEOUT="10"),
+                             log=tmp_path / "w.log")
+        wait_until(lambda: stack.depth()["in_flight"] > 0, 30, what="worker holding")
+        time.sleep(2)
+        code, seconds = stop(worker)
+        print(f"  SIGTERM with the table locked: exit {code} in {seconds:.1f}s")
+        assert code == 0 and seconds < 10  # LOGIN_ETL_SHUTDOWN_TIMEOUT
+        assert stack.depth()["in_flight"] == 0, "held messages are released, not abandoned"
+        conn.rollback()
+    drain(stack)
+    assert_exactly_once(stack, 300)
