@@ -63,10 +63,18 @@ CEILING_THREADS = 4
 # -- the stack ------------------------------------------------------------------------------
 
 
-def sqs_client(pool: int = 16) -> Any:
-    return boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test",
-                        config=Config(max_pool_connections=pool, retries={"max_attempts": 5}))
+def sqs_client(pool: int = 16, *, keep_alive: bool = False) -> Any:
+    """Plain boto3. keep_alive (for the untimed helpers: fill, the paced sender) asks LocalStack
+    to keep connections open, which it otherwise closes after every call (localstack#6557)."""
+    client = boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test",
+                          config=Config(max_pool_connections=pool, retries={"max_attempts": 5}))
+    if keep_alive:
+        def ask_keep_alive(request: Any, **_: Any) -> None:
+            request.headers["Connection"] = "keep-alive"
+
+        client.meta.events.register("before-send.sqs", ask_keep_alive)
+    return client
 
 
 def _local(url: str) -> str:
@@ -122,6 +130,30 @@ def depth(sqs: Any, url: str) -> int:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed"])["Attributes"]
     return sum(int(v) for v in a.values())
+
+
+def _localstack_pid() -> int | None:
+    """LocalStack's process, if it runs on this machine (only read, for its CPU time)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"localstack.runtime.main" in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+    return None
+
+
+LOCALSTACK_PID = _localstack_pid()
+
+
+def localstack_cpu() -> float:
+    """user+sys seconds LocalStack has used so far (NaN when it is not visible from here)."""
+    if LOCALSTACK_PID is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{LOCALSTACK_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the events -----------------------------------------------------------------------------
@@ -259,6 +291,7 @@ def measure_ceiling(sqs: Any, bodies: Sequence[str], work: Path) -> Throughput:
     with queues(sqs) as (source, _dlq):
         fill(sqs, source, bodies)
         out = work / "ceiling.out"
+        ls_before = localstack_cpu()
         run = run_child([sys.executable, __file__, "_ceiling", source, str(len(bodies)),
                          str(CEILING_THREADS)], {**os.environ, **AWS_ENV},
                         work / "ceiling.err", out)
@@ -269,7 +302,8 @@ def measure_ceiling(sqs: Any, bodies: Sequence[str], work: Path) -> Throughput:
         if report["deleted"] != len(bodies):
             raise RuntimeError(f"ceiling loop deleted {report['deleted']} of {len(bodies)}")
         return Throughput(len(bodies), run.seconds, run.cpu_seconds, run.max_rss_mb,
-                          {"loop_rate": len(bodies) / report["loop_seconds"]})
+                          {"loop_rate": len(bodies) / report["loop_seconds"],
+                           "localstack_cpu": localstack_cpu() - ls_before})
 
 
 def etl_env(source: str, dlq: str, db: str, extra: dict[str, str]) -> dict[str, str]:
@@ -289,8 +323,10 @@ ETL = [sys.executable, "-m", "login_etl.cli", "run"]
 def measure_etl(sqs: Any, bodies: Sequence[str], work: Path, extra: dict[str, str]) -> Throughput:
     with queues(sqs) as (source, dlq), database() as db:
         fill(sqs, source, bodies)
+        ls_before = localstack_cpu()
         run = run_child([*ETL, "--until-empty"], etl_env(source, dlq, db, extra),
                         work / "etl.err")
+        ls_cpu = localstack_cpu() - ls_before
         if run.returncode != 0:
             raise RuntimeError(f"login-etl exited {run.returncode}: "
                                f"{run.stderr_path.read_text()[-2000:]}")
@@ -302,7 +338,7 @@ def measure_etl(sqs: Any, bodies: Sequence[str], work: Path, extra: dict[str, st
                                f"messages, {left} left in the queue")
         settled = [e for e in run.lines() if e.get("event") == "batch_settled"]
         return Throughput(len(bodies), run.seconds, run.cpu_seconds, run.max_rss_mb,
-                          {"batches": len(settled)})
+                          {"batches": len(settled), "localstack_cpu": ls_cpu})
 
 
 def measure_seed(sqs: Any, bodies: Sequence[str]) -> Throughput:
@@ -380,7 +416,7 @@ def measure_latency(sqs: Any, rate: int, seconds: float, work: Path,
                                     stderr=err)
         try:
             _wait_for(lambda: '"worker_started"' in log.read_text(), 30, "worker start")
-            sent_at = paced_send(sqs_client(), source, bodies, rate)
+            sent_at = paced_send(sqs_client(keep_alive=True), source, bodies, rate)
             _wait_for(lambda: query(db, "SELECT count(*) FROM login_etl_ledger")[0][0] >= total,
                       60, "every message committed")
         finally:
@@ -401,16 +437,22 @@ def measure_latency(sqs: Any, rate: int, seconds: float, work: Path,
             "commit_p99": _quantile(commit_ms, 0.99) / 1000 if commit_ms else 0.0}
 
 
-def paced_send(client: Any, url: str, bodies: Sequence[str], rate: int) -> dict[str, float]:
-    """SendMessageBatch of 10 on a fixed schedule (rate/10 calls a second); id -> clock before."""
+def paced_send(client: Any, url: str, bodies: Sequence[str], rate: int,
+               threads: int = 4) -> dict[str, float]:
+    """SendMessageBatch of 10 on a fixed schedule (rate/10 calls a second); id -> clock before.
+
+    Each call has its own slot on the schedule and a few threads take the slots in turn, so one
+    slow call delays only itself, not every call after it.
+    """
     sent_at: dict[str, float] = {}
     interval = 10 / rate
-    started = time.perf_counter()
-    for n, first in enumerate(range(0, len(bodies), 10)):
-        delay = started + n * interval - time.perf_counter()
+    started = time.perf_counter() + 0.1
+
+    def send(slot: int) -> None:
+        delay = started + slot * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        chunk = bodies[first:first + 10]
+        chunk = bodies[slot * 10:slot * 10 + 10]
         at = time.time()
         response = client.send_message_batch(
             QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)])
@@ -418,6 +460,9 @@ def paced_send(client: Any, url: str, bodies: Sequence[str], rate: int) -> dict[
             raise RuntimeError("latency sender: entries failed")
         for ok in response["Successful"]:
             sent_at[ok["MessageId"]] = at
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, range((len(bodies) + 9) // 10)))
     return sent_at
 
 
@@ -458,11 +503,12 @@ def report(args: argparse.Namespace, ceilings: list[Throughput], etls: list[Thro
     rss = max(r.max_rss_mb for r in etls)
     print()
     print("rounds (each on a fresh queue; ceiling and login-etl alternate)")
-    print(f"  {'run':<22}{'msg/s':>9}{'seconds':>9}{'CPU s':>8}{'msg/CPU-s':>11}{'RSS MB':>8}")
+    print(f"  {'run':<22}{'msg/s':>9}{'seconds':>9}{'CPU s':>8}{'msg/CPU-s':>11}{'RSS MB':>8}"
+          f"{'LocalStack CPU s':>18}")
     for i, (c, e) in enumerate(zip(ceilings, etls, strict=True), start=1):
         for name, r in ((f"{i}: ceiling", c), (f"{i}: login-etl", e)):
             print(f"  {name:<22}{r.rate:>9,.0f}{r.seconds:>9.2f}{r.cpu_seconds:>8.2f}"
-                  f"{r.per_cpu:>11,.0f}{r.max_rss_mb:>8.1f}")
+                  f"{r.per_cpu:>11,.0f}{r.max_rss_mb:>8.1f}{r.extra['localstack_cpu']:>18.1f}")
     print()
     rows: list[tuple[str, str, str, bool | None]] = [
         (f"raw ceiling: boto3 receive(10)+delete_batch, {CEILING_THREADS} threads "
@@ -527,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = dict(e.split("=", 1) for e in args.env)
     batch_size = int(extra.get("LOGIN_ETL_BATCH_SIZE", 0)) or _default_batch_size()
 
-    sqs = sqs_client()
+    sqs = sqs_client(keep_alive=True)
     sqs.list_queues()
     with tempfile.TemporaryDirectory(prefix="login-etl-bench-") as tmp:
         work = Path(tmp)
