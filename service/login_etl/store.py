@@ -83,8 +83,9 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot connect to the database: {retrying.describe(exc)}") from exc
 
-    def close(self) -> None:
-        self.pool.close()
+    def close(self, timeout: float = 1.0) -> None:
+        """Short: at shutdown the bound matters more than a tidy goodbye to a stuck server."""
+        self.pool.close(timeout=timeout)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

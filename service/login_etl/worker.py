@@ -37,7 +37,7 @@ UNTIL_EMPTY_WAIT_SECONDS = 1
 # (this far apart when empty) then find it without each poller sitting out a 1 s long poll.
 UNTIL_EMPTY_SHORT_POLL_PAUSE = 0.05
 POLLER_GRACE_SECONDS = 2.0
-RELEASE_SECONDS = 2.0  # the end of the shutdown bound kept for giving held messages back
+RELEASE_SECONDS = 3.0  # the end of the shutdown bound kept for giving held messages back
 
 
 @dataclass
