@@ -68,6 +68,13 @@ class Context:
         return Masker(self.settings.masking_keys or (self.settings.writing_key,),
                       self.settings.masking_mode)
 
+    def checked_queues(self, sealer: Masker | None = None) -> tuple[Queue, Queue]:
+        """The source queue and its DLQ, both known to exist (else one line and an exit)."""
+        source, dlq = self.source(sealer), self.dlq(sealer)
+        self.check_queue(source)
+        self.check_queue(dlq)
+        return source, dlq
+
     def check_queue(self, queue: Queue) -> None:
         try:
             queue.depth()
@@ -135,9 +142,7 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         masker = obj.masker()
     except ConfigError as exc:
         fail(str(exc))
-    source, dlq = obj.source(masker), obj.dlq(masker)
-    obj.check_queue(source)
-    obj.check_queue(dlq)
+    source, dlq = obj.checked_queues(masker)
     store = obj.store()
     store.init_schema()
     worker = Worker(settings, store, source, dlq, masker, until_empty=until_empty,
@@ -171,10 +176,9 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
 
 def _depths(obj: Context) -> dict[str, dict[str, Any]]:
     result = {}
-    for label, queue in (("source", obj.source()), ("dlq", obj.dlq())):
-        obj.check_queue(queue)
+    for queue in obj.checked_queues():
         depth = queue.depth()
-        result[label] = {"url": queue.url, "visible": depth.visible,
+        result[queue.label] = {"url": queue.url, "visible": depth.visible,
                          "in_flight": depth.in_flight, "delayed": depth.delayed}
     return result
 
@@ -211,9 +215,7 @@ def status(obj: Context, limit: int, watch: bool, interval: float,
 
     from login_etl.statuspage import StatusPage, render_rich, worker_counters
 
-    source, dead = obj.source(), obj.dlq()
-    obj.check_queue(source)
-    obj.check_queue(dead)
+    source, dead = obj.checked_queues()
     if worker_url is None and obj.settings.http_port:
         worker_url = f"http://127.0.0.1:{obj.settings.http_port}"
     url = worker_url
@@ -376,9 +378,7 @@ def dlq_redrive(obj: Context, limit: int | None) -> None:
         masker = obj.masker()
     except ConfigError as exc:
         fail(str(exc))
-    source, dead = obj.source(masker), obj.dlq(masker)
-    obj.check_queue(source)
-    obj.check_queue(dead)
+    source, dead = obj.checked_queues(masker)
     interrupted = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     signal.signal(signal.SIGTERM, lambda *_: interrupted.set())

@@ -190,8 +190,13 @@ def normalise_ip(text: str) -> str | None:
     text = text.strip()
     if _CANONICAL_IPV4.fullmatch(text):
         return text  # already what str(ipaddress.ip_address(text)) gives, at a tenth of the cost
+    return parse_ip(text)
+
+
+def parse_ip(text: str) -> str | None:
+    """normalise_ip's general path (ipaddress for every spelling); the fast path must agree."""
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):

@@ -39,9 +39,11 @@ key_ids = st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True)
 fields = st.sampled_from(FIELDS)
 modes = st.sampled_from(MODES)
 # Device ids as they arrive: any Unicode text without NUL or a lone surrogate (parsing rejects
-# both), already trimmed, short enough for the column.
+# both), already trimmed, short enough for the column (parsing rejects longer ones as too_long:
+# 160 UTF-8 bytes is what an siv token with the longest key id still fits in varchar(256)).
 values = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
-                 min_size=1, max_size=128).map(str.strip).filter(bool)
+                 min_size=1, max_size=128).map(str.strip).filter(
+    lambda v: bool(v) and len(v.encode("utf-8")) <= 160)
 ips = st.ip_addresses()
 
 
