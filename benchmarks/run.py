@@ -416,9 +416,11 @@ def measure_latency(sqs: Any, rate: int, seconds: float, work: Path,
                                     stderr=err)
         try:
             _wait_for(lambda: '"worker_started"' in log.read_text(), 30, "worker start")
+            ls_before = localstack_cpu()
             sent_at = paced_send(sqs_client(keep_alive=True), source, bodies, rate)
             _wait_for(lambda: query(db, "SELECT count(*) FROM login_etl_ledger")[0][0] >= total,
                       60, "every message committed")
+            ls_cpu = localstack_cpu() - ls_before
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -434,7 +436,8 @@ def measure_latency(sqs: Any, rate: int, seconds: float, work: Path,
     achieved = total / (max(sent_at.values()) - min(sent_at.values()) or 1)
     return {"p50": _quantile(latencies, 0.50), "p99": _quantile(latencies, 0.99),
             "max": latencies[-1], "rate": achieved,
-            "commit_p99": _quantile(commit_ms, 0.99) / 1000 if commit_ms else 0.0}
+            "commit_p99": _quantile(commit_ms, 0.99) / 1000 if commit_ms else 0.0,
+            "localstack_cpu": ls_cpu / (total / achieved)}
 
 
 def paced_send(client: Any, url: str, bodies: Sequence[str], rate: int,
@@ -580,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ceilings: list[Throughput] = []
         etls: list[Throughput] = []
         seed = db = Throughput(1, 1, 1)
-        latency = {"p50": 0.0, "p99": 0.0, "max": 0.0, "rate": 0.0, "commit_p99": 0.0}
+        latency = {"p50": 0.0, "p99": 0.0, "max": 0.0, "rate": 0.0, "commit_p99": 0.0,
+                   "localstack_cpu": 0.0}
         if args.only in (None, "throughput"):
             bodies = event_bodies(args.messages)
             for i in range(1, max(2, args.rounds) + 1):
@@ -599,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "latency"):
             latency = measure_latency(sqs, args.rate, args.latency_seconds, work, extra)
             _progress(f"latency: p50 {latency['p50'] * 1000:.0f} ms, "
-                      f"p99 {latency['p99'] * 1000:.0f} ms")
+                      f"p99 {latency['p99'] * 1000:.0f} ms at {latency['rate']:,.0f} msg/s sent; "
+                      f"LocalStack busy {latency['localstack_cpu']:.0%} of a core")
         if args.only:
             return 0
         met = report(args, ceilings, etls, seed, db, latency)
