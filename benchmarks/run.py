@@ -543,7 +543,7 @@ def report(args: argparse.Namespace, ceilings: list[Throughput], etls: list[Thro
     print(f"{'figure':<{width}}  {'value':>14}  {'target':<11} result")
     for name, value, target, ok in rows:
         verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-        print(f"{name:<{width}}  {value:>14}  {target:<11} {verdict}")
+        print(f"{name:<{width}}  {value:>14}  {target:<11} {verdict}".rstrip())
     print()
     print(f"DB stage CPU: {db.per_cpu:,.0f} rows per CPU-second of the benchmark thread; "
           f"latency run: {latency['rate']:,.0f} msg/s sent, max {latency['max'] * 1000:.0f} ms, "
