@@ -9,6 +9,7 @@ ambiguous commit (connection lost after COMMIT was sent), and several replicas a
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,6 +41,10 @@ _CLAIM = (
 )
 _COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
 _COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
+# COPY text format: these four characters are the only ones a value must escape (NUL never
+# reaches here: parsing rejects it); \N is NULL.
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
@@ -190,9 +195,9 @@ class Transaction:
         # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
         # violation), which undoes only the savepoint, and the claim is made row by row below.
         try:
+            payload = _copy_text(ids_and_outcomes)
             with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
-                for row in ids_and_outcomes:
-                    copy.write_row(row)
+                copy.write(payload)
             return {i for i, _ in ids_and_outcomes}
         except psycopg.errors.UniqueViolation:
             pass
@@ -210,6 +215,19 @@ class Transaction:
     def insert(self, events: Sequence[LoginEvent]) -> None:
         if not events:
             return
+        payload = _copy_text([(e.user_id, e.device_type, e.masked_ip, e.masked_device_id,
+                               e.locale, str(e.app_version), e.create_date.isoformat())
+                              for e in events])
         with self.conn.cursor().copy(_COPY) as copy:
-            for event in events:
-                copy.write_row(event.row())
+            copy.write(payload)
+
+
+def _copy_text(rows: Sequence[Sequence[str | None]]) -> str:
+    """Rows of text (None for NULL) as one COPY text-format payload, one write per batch
+    instead of a write_row per row. Values with a backslash, tab, newline or carriage return
+    are escaped; the check runs once over the whole batch, as such values are rare."""
+    if _COPY_SPECIAL.search("".join(v for row in rows for v in row if v is not None)):
+        rows = [[v.translate(_COPY_ESCAPES) if v is not None else None for v in row]
+                for row in rows]
+    return "".join(["\t".join(["\\N" if v is None else v for v in row]) + "\n"
+                    for row in rows])
