@@ -7,16 +7,22 @@ never the offending value.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
+
+import orjson
 
 from login_etl.masking import Masker, VersionError, encode_version, normalise_ip
 
 # Column limits of the existing user_logins table, in characters as varchar counts them.
 COLUMN_LIMITS: Final = {"user_id": 128, "device_type": 32, "locale": 32}
 DEVICE_ID_MAX: Final = 128
+# Bodies with more open brackets than this are decoded by json alone: json's nesting limit is
+# the recursion limit (~1000), orjson's 1024, so deep bodies would otherwise differ.
+_ORJSON_MAX_OPEN: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,13 @@ class Rejection:
 
 
 def sent_date(sent_timestamp_ms: int) -> date:
-    return datetime.fromtimestamp(sent_timestamp_ms / 1000, UTC).date()
+    # UTC days are exactly 86,400,000 ms long, so the day number decides the date: cached.
+    return _utc_day(sent_timestamp_ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=16)
+def _utc_day(day: int) -> date:
+    return datetime.fromtimestamp(day * 86_400, UTC).date()
 
 
 def _optional_text(obj: dict[str, Any], name: str, limit: int) -> str | None:
@@ -66,6 +78,11 @@ def _optional_text(obj: dict[str, Any], name: str, limit: int) -> str | None:
 def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = False) -> str:
     """The value of a text field, or raise _Bad with the reason code."""
     value = obj.get(name)
+    # Fast path for the usual value (ASCII, within the limit, no NUL, not blank): it passes
+    # every check below, so the outcome is the same; anything else takes the full sequence.
+    if (type(value) is str and len(value) <= limit and value.isascii()
+            and "\x00" not in value and (allow_blank or (value and not value.isspace()))):
+        return value
     if value is None:
         raise _Bad(f"missing_field:{name}")
     if not isinstance(value, str):
@@ -82,6 +99,26 @@ def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = Fal
         except UnicodeEncodeError:
             raise _Bad(f"invalid_unicode:{name}") from None
     return value
+
+
+def load_json(body: str) -> Any:
+    """json.loads's outcome, via orjson (4x faster) where both agree.
+
+    orjson is tried first; whatever it refuses (NaN/Infinity, out-of-range numbers, lone
+    surrogates, any syntax error) goes to json.loads, which decides as before. Where orjson
+    accepts, json gives the same value except that integers beyond 64 bits come back as floats,
+    which no field accepts either way (wrong_type). Deep nesting skips orjson (see
+    _ORJSON_MAX_OPEN).
+    """
+    try:
+        if body.count("[") + body.count("{") <= _ORJSON_MAX_OPEN:
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise _Bad("invalid_json") from None
 
 
 class _Bad(Exception):
@@ -101,10 +138,7 @@ def parse(message: Received, masker: Masker) -> LoginEvent | Rejection:
 
 
 def _parse(message: Received, masker: Masker) -> LoginEvent:
-    try:
-        obj = json.loads(message.body)
-    except (ValueError, RecursionError):
-        raise _Bad("invalid_json") from None
+    obj = load_json(message.body)
     if not isinstance(obj, dict):
         raise _Bad("not_object")
     user_id = _text(obj, "user_id", COLUMN_LIMITS["user_id"])
