@@ -56,8 +56,12 @@ def _subkey(secret: bytes, mode: str, field: str, length: int) -> bytes:
     ).derive(secret)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded base64url (== urlsafe_b64encode(data).rstrip(b"=")), without its wrappers."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE, b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:

@@ -9,6 +9,7 @@ ambiguous commit (connection lost after COMMIT was sent), and several replicas a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -226,7 +227,7 @@ def _copy_text(rows: Sequence[Sequence[str | None]]) -> str:
     """Rows of text (None for NULL) as one COPY text-format payload, one write per batch
     instead of a write_row per row. Values with a backslash, tab, newline or carriage return
     are escaped; the check runs once over the whole batch, as such values are rare."""
-    if _COPY_SPECIAL.search("".join(v for row in rows for v in row if v is not None)):
+    if _COPY_SPECIAL.search("".join(filter(None, itertools.chain.from_iterable(rows)))):
         rows = [[v.translate(_COPY_ESCAPES) if v is not None else None for v in row]
                 for row in rows]
     return "".join(["\t".join(["\\N" if v is None else v for v in row]) + "\n"

@@ -54,3 +54,10 @@ def test_hmac_token_is_hmac_sha256_of_the_field_subkey(secret: bytes, field: str
     masker = Masker([MaskingKey("k1", secret)])
     expected = hmac.digest(masker._hmac_keys[field], value.encode(), "sha256")
     assert masker.mask(field, value) == "h1.k1." + _b64(expected)
+
+
+@given(st.binary(max_size=100))
+def test_b64_is_unpadded_urlsafe_base64(data: bytes) -> None:
+    import base64
+
+    assert _b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
