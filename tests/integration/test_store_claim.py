@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from login_etl.store import Store
 from tests.integration.stack import create_database, drop_database
 
 
-def test_claim_returns_only_new_ids_and_keeps_the_rest_of_the_transaction(postgres: str) -> None:
+@pytest.fixture
+def store(postgres: str) -> Iterator[Store]:
+    """A Store on a fresh database with the schema in place."""
     url = create_database()
     store = Store(url, pool_size=1)
     try:
         store.open()
         store.init_schema()
-        with store.transaction() as tx:
-            assert tx.claim([("a", "stored"), ("b", "rejected")]) == {"a", "b"}
-        with store.transaction() as tx:
-            # "b" is known: the COPY fast path fails, only its savepoint is undone
-            assert tx.claim([("b", "stored"), ("c", "stored")]) == {"c"}
-            assert tx.claim([("d", "stored")]) == {"d"}
-        with store.connection() as conn:
-            rows = conn.execute("SELECT message_id, outcome FROM login_etl_ledger "
-                                "ORDER BY message_id").fetchall()
-        assert rows == [("a", "stored"), ("b", "rejected"), ("c", "stored"), ("d", "stored")]
+        yield store
     finally:
         store.close()
         drop_database(url)
 
 
-def test_copy_text_payload_round_trips_escapes_and_nulls(postgres: str) -> None:
+def test_claim_returns_only_new_ids_and_keeps_the_rest_of_the_transaction(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.claim([("a", "stored"), ("b", "rejected")]) == {"a", "b"}
+    with store.transaction() as tx:
+        # "b" is known: the COPY fast path fails, only its savepoint is undone
+        assert tx.claim([("b", "stored"), ("c", "stored")]) == {"c"}
+        assert tx.claim([("d", "stored")]) == {"d"}
+    with store.connection() as conn:
+        rows = conn.execute("SELECT message_id, outcome FROM login_etl_ledger "
+                            "ORDER BY message_id").fetchall()
+    assert rows == [("a", "stored"), ("b", "rejected"), ("c", "stored"), ("d", "stored")]
+
+
+def test_copy_text_payload_round_trips_escapes_and_nulls(store: Store) -> None:
     """Ledger ids and rows go out as one COPY text payload: backslash, tab, newline, carriage
     return and a literal \\N must come back as written, None as NULL."""
     from datetime import date
@@ -37,23 +47,15 @@ def test_copy_text_payload_round_trips_escapes_and_nulls(postgres: str) -> None:
     awkward = ["a\\b", "t\tab", "new\nline", "cr\rx", "\\N", "plain", "é ✓", "\\\\t"]
     events = [LoginEvent(f"id{i}{v}", v, v, "h1.k.ip", "h1.k.dev", v if i % 2 else None,
                          1_002_003, date(2024, 2, 29)) for i, v in enumerate(awkward)]
-    url = create_database()
-    store = Store(url, pool_size=1)
-    try:
-        store.open()
-        store.init_schema()
-        with store.transaction() as tx:
-            ids = [(e.message_id, "stored") for e in events]
-            assert tx.claim(ids) == {e.message_id for e in events}
-            tx.insert(events)
-        with store.transaction() as tx:  # the escaped ids are found again: a redelivery
-            assert tx.claim(ids) == set()
-        with store.connection() as conn:
-            rows = conn.execute("SELECT user_id, device_type, masked_ip, masked_device_id,"
-                                " locale, app_version, create_date FROM user_logins").fetchall()
-            ledger = conn.execute("SELECT message_id FROM login_etl_ledger").fetchall()
-        assert sorted(rows, key=repr) == sorted((e.row() for e in events), key=repr)
-        assert sorted(r[0] for r in ledger) == sorted(e.message_id for e in events)
-    finally:
-        store.close()
-        drop_database(url)
+    with store.transaction() as tx:
+        ids = [(e.message_id, "stored") for e in events]
+        assert tx.claim(ids) == {e.message_id for e in events}
+        tx.insert(events)
+    with store.transaction() as tx:  # the escaped ids are found again: a redelivery
+        assert tx.claim(ids) == set()
+    with store.connection() as conn:
+        rows = conn.execute("SELECT user_id, device_type, masked_ip, masked_device_id,"
+                            " locale, app_version, create_date FROM user_logins").fetchall()
+        ledger = conn.execute("SELECT message_id FROM login_etl_ledger").fetchall()
+    assert sorted(rows, key=repr) == sorted((e.row() for e in events), key=repr)
+    assert sorted(r[0] for r in ledger) == sorted(e.message_id for e in events)
