@@ -118,7 +118,6 @@ class Worker:
         self._batches: stdqueue.Queue[list[Item]] = stdqueue.Queue()
         self._slots = threading.BoundedSemaphore(settings.pollers)
         self._busy = 0
-        self._last_message_at = time.monotonic()
         self._empty_receives = 0
         self._deadline = float("inf")
         self._threads: list[threading.Thread] = []
@@ -237,7 +236,6 @@ class Worker:
                     self.stopping.wait(UNTIL_EMPTY_SHORT_POLL_PAUSE)
                 continue
             self._empty_receives = 0
-            self._last_message_at = time.monotonic()
             now = time.monotonic()
             with self._lock:
                 for message in received:
@@ -369,6 +367,7 @@ class Worker:
                  rejected_ids=[i for i, _ in outcome.rejected],
                  reasons=sorted({r for _, r in outcome.rejected}),
                  not_deleted=len(outcome.not_deleted), left_in_queue=len(outcome.left_in_queue),
+                 redelivered=sum(1 for m in messages if m.receive_count > 1),
                  commit_ms=round(outcome.commit_seconds * 1000, 2),
                  delete_ms=round(outcome.delete_seconds * 1000, 2),
                  batch_ms=round(seconds * 1000, 2))
