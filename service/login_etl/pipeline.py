@@ -121,8 +121,9 @@ class Pipeline:
                 # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
                 refused = self.dlq.send_rejections(unsent)
                 tx.unclaim(refused)  # left in the source: SQS's RedrivePolicy takes them later
-                with self._lock:
-                    self._handed_off.update(m.message_id for m, _ in unsent)
+                with self._lock:  # only what the DLQ took: a refused one must be sent again
+                    self._handed_off.update(m.message_id for m, _ in unsent
+                                            if m.message_id not in refused)
             fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
