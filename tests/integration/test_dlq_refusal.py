@@ -1,0 +1,49 @@
+"""A reject the DLQ refuses for good stays in the source queue, and is handed off when it returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from login_etl.messages import Received, Rejection
+from login_etl.pipeline import Pipeline
+from login_etl.queue import Queue
+from login_etl.store import Store
+from tests.integration.stack import Stack
+
+
+class RefusingOnceDlq:
+    """A DLQ stand-in: refuses every entry of the first hand-off, accepts them afterwards."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def send_rejections(self, rejected: Any) -> list[str]:
+        ids = [m.message_id for m, _ in rejected]
+        self.calls.append(ids)
+        return ids if len(self.calls) == 1 else []
+
+
+def test_refused_reject_is_not_deleted_and_is_handed_off_on_redelivery(stack: Stack) -> None:
+    stack.send(["not json"])
+    source = Queue(stack.sqs, stack.queue_url)
+    store = Store(stack.database_url, pool_size=1)
+    store.open()
+    try:
+        store.init_schema()
+        dlq = RefusingOnceDlq()
+        pipeline = Pipeline(store, source, dlq)  # type: ignore[arg-type]
+
+        def settle_once() -> Any:
+            [message] = source.receive(wait_seconds=2, visibility_timeout=1)
+            assert isinstance(message, Received)
+            return pipeline.settle([(message, Rejection(message.message_id, "invalid_json"))])
+
+        first = settle_once()
+        assert first.left_in_queue and not first.rejected
+        assert stack.query("SELECT count(*) FROM login_etl_ledger")[0][0] == 0
+        second = settle_once()  # redelivered after its 1 s visibility
+        assert [r for _, r in second.rejected] == ["invalid_json"]
+        assert len(dlq.calls) == 2, "the refused reject must be handed off again"
+        assert stack.depth()["visible"] + stack.depth()["in_flight"] == 0
+    finally:
+        store.close()
