@@ -15,9 +15,14 @@ if health; then echo "localstack: already running on $PORT"; exit 0; fi
 
 mkdir -p "$CACHE"
 if ! "$VENV/bin/python" -c "import localstack" 2>/dev/null; then
+  # A pyenv shim for an installed but not selected version exists and fails when run, so
+  # each candidate is tried by running it, real interpreters first.
   PY=""
-  for candidate in python3.13 "$(pyenv root 2>/dev/null)/versions/3.13"*/bin/python3.13 /root/.pyenv/versions/3.13*/bin/python3.13; do
-    if [ -x "$(command -v "$candidate" 2>/dev/null || echo "$candidate")" ]; then PY=$(command -v "$candidate" 2>/dev/null || echo "$candidate"); break; fi
+  for candidate in /root/.pyenv/versions/3.1[3-9]*/bin/python3 "$(pyenv root 2>/dev/null)"/versions/3.1[3-9]*/bin/python3 \
+                   python3.13 python3.14 python3; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null; then
+      PY=$(command -v "$candidate"); break
+    fi
   done
   [ -n "$PY" ] || { echo "localstack: needs Python >= 3.13 (pyenv install 3.13)" >&2; exit 1; }
   echo "localstack: installing localstack-core $VERSION into $VENV (python: $PY)"
