@@ -40,7 +40,9 @@ _CLAIM = (
     "INSERT INTO login_etl_ledger (message_id, outcome) "
     "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
 )
-_COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
+# Free-text columns first, so the escape check of _copy_text covers a prefix of each row.
+_COPY = ("COPY user_logins (user_id, device_type, locale, masked_ip, masked_device_id,"
+         " app_version, create_date) FROM STDIN")
 _COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
 # COPY text format: these four characters are the only ones a value must escape (NUL never
 # reaches here: parsing rejects it); \N is NULL.
@@ -196,7 +198,7 @@ class Transaction:
         # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
         # violation), which undoes only the savepoint, and the claim is made row by row below.
         try:
-            payload = _copy_text(ids_and_outcomes)
+            payload = _copy_text(ids_and_outcomes, free=1)  # ids from SQS; outcomes are ours
             with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
                 copy.write(payload)
             return {i for i, _ in ids_and_outcomes}
@@ -216,18 +218,25 @@ class Transaction:
     def insert(self, events: Sequence[LoginEvent]) -> None:
         if not events:
             return
-        payload = _copy_text([(e.user_id, e.device_type, e.masked_ip, e.masked_device_id,
-                               e.locale, str(e.app_version), e.create_date.isoformat())
-                              for e in events])
+        # Free text first (user_id, device_type, locale); the rest is never escaped: tokens are
+        # ASCII "h1."/"s1." + key id + base64url, numbers and ISO dates.
+        payload = _copy_text([(e.user_id, e.device_type, e.locale, e.masked_ip,
+                               e.masked_device_id, str(e.app_version), e.create_date.isoformat())
+                              for e in events], free=3)
         with self.conn.cursor().copy(_COPY) as copy:
             copy.write(payload)
 
 
-def _copy_text(rows: Sequence[Sequence[str | None]]) -> str:
+def _copy_text(rows: Sequence[Sequence[str | None]], free: int) -> str:
     """Rows of text (None for NULL) as one COPY text-format payload, one write per batch
-    instead of a write_row per row. Values with a backslash, tab, newline or carriage return
-    are escaped; the check runs once over the whole batch, as such values are rare."""
-    if _COPY_SPECIAL.search("".join(filter(None, itertools.chain.from_iterable(rows)))):
+    instead of a write_row per row.
+
+    Only the first `free` values of a row can hold a backslash, tab, newline or carriage
+    return; they are checked once over the whole batch (such values are rare) and escaped
+    only if one does. The other values must never hold one.
+    """
+    if free and _COPY_SPECIAL.search("".join(filter(None, itertools.chain.from_iterable(
+            row[:free] for row in rows)))):
         rows = [[v.translate(_COPY_ESCAPES) if v is not None else None for v in row]
                 for row in rows]
     return "".join(["\t".join(["\\N" if v is None else v for v in row]) + "\n"

@@ -59,3 +59,23 @@ def test_copy_text_payload_round_trips_escapes_and_nulls(store: Store) -> None:
         ledger = conn.execute("SELECT message_id FROM login_etl_ledger").fetchall()
     assert sorted(rows, key=repr) == sorted((e.row() for e in events), key=repr)
     assert sorted(r[0] for r in ledger) == sorted(e.message_id for e in events)
+
+
+@pytest.mark.parametrize("column", [1, 2, 5])
+def test_one_awkward_free_text_value_is_escaped_alone(store: Store, column: int) -> None:
+    """The escape check covers each free-text column on its own (user_id, device_type,
+    locale): one tab in a single row's locale must not split that row."""
+    from datetime import date
+
+    from login_etl.messages import LoginEvent
+
+    plain = LoginEvent("m0", "u", "ios", "h1.k.ip", "h1.k.dev", "en", 1, date(2024, 1, 1))
+    odd = LoginEvent(*[v + "\t\\" if i == column else v for i, v in enumerate(plain)])
+    odd = odd._replace(message_id="m1")
+    with store.transaction() as tx:
+        tx.claim([("m0", "stored"), ("m1", "stored")])
+        tx.insert([plain, odd])
+    with store.connection() as conn:
+        rows = conn.execute("SELECT user_id, device_type, masked_ip, masked_device_id,"
+                            " locale, app_version, create_date FROM user_logins").fetchall()
+    assert sorted(rows) == sorted([plain.row(), odd.row()])
