@@ -355,6 +355,7 @@ def measure_seed(sqs: Any, bodies: Sequence[str]) -> Throughput:
         fill(sqs, source, bodies)
         client = sqs_client()
         done = 0
+        ls_before = localstack_cpu()
         cpu0, started = time.process_time(), time.perf_counter()
         with psycopg.connect(db) as conn:
             while done < len(bodies):
@@ -370,7 +371,8 @@ def measure_seed(sqs: Any, bodies: Sequence[str]) -> Throughput:
                     conn.commit()
                     client.delete_message(QueueUrl=source, ReceiptHandle=m["ReceiptHandle"])
                     done += 1
-        return Throughput(done, time.perf_counter() - started, time.process_time() - cpu0)
+        return Throughput(done, time.perf_counter() - started, time.process_time() - cpu0,
+                          extra={"localstack_cpu": localstack_cpu() - ls_before})
 
 
 def measure_db_stage(events: int, batch_size: int) -> Throughput:
@@ -387,7 +389,9 @@ def measure_db_stage(events: int, batch_size: int) -> Throughput:
     from login_etl.messages import LoginEvent, Received, parse
     from login_etl.settings import MaskingKey
     from login_etl.store import Store
+    from login_etl.worker import GIL_SWITCH_SECONDS
 
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)  # as the worker sets it
     masker = Masker([MaskingKey("bench", secrets.token_bytes(32))])
     sent_ms = int(time.time() * 1000)
     template = event_bodies(min(events, 10_000), seed=11)
@@ -571,6 +575,14 @@ def report(args: argparse.Namespace, ceilings: list[Throughput], etls: list[Thro
     print(f"ceiling loop alone (without process start): "
           f"{median(ceilings, lambda r: r.extra['loop_rate']):,.0f} msg/s; "
           f"machine: {os.cpu_count()} cores, shared with LocalStack and Postgres")
+    # LocalStack serves one request at a time on ~one core: its CPU per message, and how busy
+    # it was, say which run it limited and bound the login-etl/seed quotient.
+    ls = {name: (median(runs, lambda r: r.extra["localstack_cpu"] / r.messages * 1000),
+                 median(runs, lambda r: r.extra["localstack_cpu"] / r.seconds))
+          for name, runs in (("ceiling", ceilings), ("login-etl", etls), ("seed", seeds))}
+    print("LocalStack CPU per message / busy: " + ", ".join(
+        f"{name} {ms:.2f} ms / {busy:.0%}" for name, (ms, busy) in ls.items())
+        + f"; with LocalStack the limit, login-etl/seed <= {ls['seed'][0] / ls['login-etl'][0]:.1f}x")
     return all(ok for *_, ok in rows if ok is not None)
 
 

@@ -9,8 +9,6 @@ ambiguous commit (connection lost after COMMIT was sent), and several replicas a
 from __future__ import annotations
 
 import contextlib
-import itertools
-import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,7 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from login_etl import metrics, retrying
-from login_etl.messages import LoginEvent
+from login_etl.messages import LoginEvent, copy_value
 
 COLUMNS = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
            "create_date")
@@ -40,14 +38,10 @@ _CLAIM = (
     "INSERT INTO login_etl_ledger (message_id, outcome) "
     "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
 )
-# Free-text columns first, so the escape check of _copy_text covers a prefix of each row.
+# The column order of LoginEvent.line (messages.login_event).
 _COPY = ("COPY user_logins (user_id, device_type, locale, masked_ip, masked_device_id,"
          " app_version, create_date) FROM STDIN")
 _COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
-# COPY text format: these four characters are the only ones a value must escape (NUL never
-# reaches here: parsing rejects it); \N is NULL.
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
@@ -198,7 +192,7 @@ class Transaction:
         # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
         # violation), which undoes only the savepoint, and the claim is made row by row below.
         try:
-            payload = _copy_text(ids_and_outcomes, free=1)  # ids from SQS; outcomes are ours
+            payload = "".join([f"{copy_value(i)}\t{o}\n" for i, o in ids_and_outcomes])
             with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
                 copy.write(payload)
             return {i for i, _ in ids_and_outcomes}
@@ -216,28 +210,7 @@ class Transaction:
                               (list(ids),))
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
-        if not events:
-            return
-        # Free text first (user_id, device_type, locale); the rest is never escaped: tokens are
-        # ASCII "h1."/"s1." + key id + base64url, numbers and ISO dates.
-        payload = _copy_text([(e.user_id, e.device_type, e.locale, e.masked_ip,
-                               e.masked_device_id, str(e.app_version), e.create_date.isoformat())
-                              for e in events], free=3)
-        with self.conn.cursor().copy(_COPY) as copy:
-            copy.write(payload)
-
-
-def _copy_text(rows: Sequence[Sequence[str | None]], free: int) -> str:
-    """Rows of text (None for NULL) as one COPY text-format payload, one write per batch
-    instead of a write_row per row.
-
-    Only the first `free` values of a row can hold a backslash, tab, newline or carriage
-    return; they are checked once over the whole batch (such values are rare) and escaped
-    only if one does. The other values must never hold one.
-    """
-    if free and _COPY_SPECIAL.search("".join(filter(None, itertools.chain.from_iterable(
-            row[:free] for row in rows)))):
-        rows = [[v.translate(_COPY_ESCAPES) if v is not None else None for v in row]
-                for row in rows]
-    return "".join(["\t".join(["\\N" if v is None else v for v in row]) + "\n"
-                    for row in rows])
+        """One COPY of the rows: their lines were encoded when they were parsed."""
+        if events:
+            with self.conn.cursor().copy(_COPY) as copy:
+                copy.write("".join([e.line for e in events]))

@@ -42,10 +42,10 @@ def test_copy_text_payload_round_trips_escapes_and_nulls(store: Store) -> None:
     return and a literal \\N must come back as written, None as NULL."""
     from datetime import date
 
-    from login_etl.messages import LoginEvent
+    from login_etl.messages import login_event
 
     awkward = ["a\\b", "t\tab", "new\nline", "cr\rx", "\\N", "plain", "é ✓", "\\\\t"]
-    events = [LoginEvent(f"id{i}{v}", v, v, "h1.k.ip", "h1.k.dev", v if i % 2 else None,
+    events = [login_event(f"id{i}{v}", v, v, "h1.k.ip", "h1.k.dev", v if i % 2 else None,
                          1_002_003, date(2024, 2, 29)) for i, v in enumerate(awkward)]
     with store.transaction() as tx:
         ids = [(e.message_id, "stored") for e in events]
@@ -67,11 +67,11 @@ def test_one_awkward_free_text_value_is_escaped_alone(store: Store, column: int)
     locale): one tab in a single row's locale must not split that row."""
     from datetime import date
 
-    from login_etl.messages import LoginEvent
+    from login_etl.messages import login_event
 
-    plain = LoginEvent("m0", "u", "ios", "h1.k.ip", "h1.k.dev", "en", 1, date(2024, 1, 1))
-    odd = LoginEvent(*[v + "\t\\" if i == column else v for i, v in enumerate(plain)])
-    odd = odd._replace(message_id="m1")
+    plain = login_event("m0", "u", "ios", "h1.k.ip", "h1.k.dev", "en", 1, date(2024, 1, 1))
+    odd = login_event("m1", *[v + "\t\\" if i == column else v
+                              for i, v in enumerate(plain[:8])][1:])
     with store.transaction() as tx:
         tx.claim([("m0", "stored"), ("m1", "stored")])
         tx.insert([plain, odd])
