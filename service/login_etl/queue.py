@@ -121,7 +121,7 @@ class Queue:
         )
         now_ms = int(time.time() * 1000)
         received = []
-        for m in response.get("Messages", ()):
+        for m in response.get("Messages") or ():
             attributes = m.get("Attributes", {})
             marks = m.get("MessageAttributes") or {}
             received.append(Received(

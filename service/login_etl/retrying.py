@@ -37,7 +37,8 @@ T = TypeVar("T")
 _RETRYABLE_SQS_CODES = frozenset({
     "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
     "ThrottlingException", "Throttling", "RequestTimeout", "SlowDown",
-    "KmsThrottled", "AWS.SimpleQueueService.ServiceUnavailable",
+    "KmsThrottled", "KMS.ThrottlingException",  # the latter: KmsThrottled in query mode
+    "AWS.SimpleQueueService.ServiceUnavailable",
 })
 
 

@@ -50,6 +50,7 @@ _CONTENT_TYPE = "application/x-amz-json-1.0"
 _SIGNED = "content-type;host;x-amz-date;x-amz-target;x-amzn-query-mode"
 _SIGNED_WITH_TOKEN = "content-type;host;x-amz-date;x-amz-security-token;x-amz-target;x-amzn-query-mode"
 _USER_AGENT = f"login-etl/{__version__}"
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class Signer:
@@ -181,6 +182,8 @@ def read_response(reader: Any) -> tuple[int, dict[str, str], bytes, bool]:
             length = int(headers["content-length"])
         except ValueError:
             raise http.client.BadStatusLine("bad Content-Length") from None
+        if length < 0:  # read(-1) would read to the end of the connection
+            raise http.client.BadStatusLine("bad Content-Length")
         body = reader.read(length)
         if len(body) < length:
             raise http.client.IncompleteRead(body, length - len(body))
@@ -195,18 +198,18 @@ def _read_chunked(reader: Any) -> bytes:
     parts = []
     while True:
         line = reader.readline(_MAX_LINE + 1)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise http.client.IncompleteRead(b"".join(parts)) from None
+        digits = line.split(b";", 1)[0].strip()
+        if not digits or not all(c in _HEX for c in digits):  # int() would take "-5", "1_0"
+            raise http.client.IncompleteRead(b"".join(parts))
+        size = int(digits, 16)
         if size == 0:
             while line := reader.readline(_MAX_LINE + 1):  # trailers, up to the blank line
                 if line in (b"\r\n", b"\n"):
                     break
             return b"".join(parts)
         chunk = reader.read(size + 2)
-        if len(chunk) < size + 2:
-            raise http.client.IncompleteRead(b"".join(parts), size + 2 - len(chunk))
+        if len(chunk) < size + 2 or chunk[size:] != b"\r\n":
+            raise http.client.IncompleteRead(b"".join(parts), max(0, size + 2 - len(chunk)))
         parts.append(chunk[:size])
 
 
@@ -233,6 +236,7 @@ class _Connections:
         self.ssl_context = ssl_context
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def get(self) -> Connection:
         while True:
@@ -248,14 +252,14 @@ class _Connections:
 
     def put(self, conn: Connection) -> None:
         with self._lock:
-            if len(self._idle) < self.size:
+            if not self._closed and len(self._idle) < self.size:
                 self._idle.append(conn)
                 return
         conn.close()
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._closed = self._idle, [], True
         for conn in idle:
             conn.close()
 
@@ -300,8 +304,10 @@ class SqsClient:
                  ca_bundle: str | None = None) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         context = None
-        if self.endpoint_url.startswith("https"):
-            context = ssl.create_default_context(cafile=ca_bundle)
+        if urlsplit(self.endpoint_url).scheme == "https":  # lowercased: "HTTPS://" is TLS too
+            # botocore takes a directory as a CA path as well as a file
+            where = {"capath" if ca_bundle and os.path.isdir(ca_bundle) else "cafile": ca_bundle}
+            context = ssl.create_default_context(**where)
         self._connections = _Connections(self.endpoint_url + "/", pool, connect_timeout,
                                          read_timeout, tcp_keepalive, context)
         self._host = host_header(self.endpoint_url)
@@ -310,7 +316,7 @@ class SqsClient:
 
     def receive_message(self, **params: Any) -> dict[str, Any]:
         response = self._call("ReceiveMessage", params)
-        for message in response.get("Messages", ()):
+        for message in response.get("Messages") or ():
             for attribute in (message.get("MessageAttributes") or {}).values():
                 _decode_binary(attribute)
         return response
@@ -340,6 +346,8 @@ class SqsClient:
         if 200 <= status < 300:
             try:
                 parsed: dict[str, Any] = json.loads(data) if data else {}
+                if not isinstance(parsed, dict):
+                    raise ValueError("the response body is not a JSON object")
             except ValueError as exc:
                 raise HTTPClientError(error=exc) from exc
             parsed["ResponseMetadata"] = {
@@ -381,8 +389,12 @@ class SqsClient:
 
         if self._error_parser is None:
             self._error_parser = create_parser("json")
-        parsed = self._error_parser.parse(
-            {"status_code": status, "headers": headers, "body": data}, None)
+        try:
+            parsed = self._error_parser.parse(
+                {"status_code": status, "headers": headers, "body": data}, None)
+        except Exception:  # JSON but not an object: what botocore gives for a non-JSON body
+            parsed = {"Error": {"Code": str(status), "Message": "unreadable error response"},
+                      "ResponseMetadata": {"HTTPStatusCode": status}}
         return ClientError(parsed, operation)
 
 

@@ -22,6 +22,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
 )
 
@@ -115,6 +116,13 @@ def test_skips_interim_responses_and_honours_close() -> None:
     (b"HTTP/1.1 200 OK\r\nContent-Len", http.client.IncompleteRead),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http.client.IncompleteRead),
     (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", http.client.BadStatusLine),
+    # read(-1) would take the rest of the connection as the body
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}garbage", http.client.BadStatusLine),
+    # a chunk not closed by CRLF, sizes int() takes but HTTP does not
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY0\r\n\r\n",
+     http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", http.client.IncompleteRead),
 ])
 def test_malformed_responses_raise_http_client_errors(raw: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -256,6 +264,46 @@ def test_a_5xx_html_page_is_a_retryable_client_error(server: Any) -> None:
         client(url).delete_message_batch(QueueUrl="q", Entries=[])
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
     assert retrying.sqs_retryable(caught.value)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"null", b'"x"'])
+def test_json_that_is_not_an_object_is_an_error_not_a_crash(server: Any, body: bytes) -> None:
+    for status, error in ((b"200 OK", HTTPClientError), (b"400 Bad Request", ClientError),
+                          (b"503 Slow Down", ClientError)):
+        url, _ = server(lambda r, status=status: b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n"
+                        % (status, len(body)) + body)
+        with pytest.raises(error) as caught:
+            client(url).receive_message(QueueUrl="q")
+        assert retrying.sqs_retryable(caught.value) == (not status.startswith(b"4"))
+
+
+def test_null_messages_is_an_empty_receive(server: Any) -> None:
+    url, _ = server(lambda r: ok({"Messages": None}))
+    assert client(url).receive_message(QueueUrl="q")["Messages"] is None
+
+
+def test_kms_throttling_in_query_mode_is_retried() -> None:
+    """With x-amzn-query-mode SQS names KmsThrottled by its query code."""
+    error = ClientError({"Error": {"Code": "KMS.ThrottlingException"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "ReceiveMessage")
+    assert retrying.sqs_retryable(error)
+
+
+@pytest.mark.parametrize("scheme", ["https", "HTTPS", "Https"])
+def test_https_in_any_case_is_tls(scheme: str, tmp_path: Any) -> None:
+    assert client(f"{scheme}://sqs.example.com")._connections.ssl_context is not None
+    # botocore accepts a directory of CA certificates as well as a file
+    assert client(f"{scheme}://sqs.example.com",
+                  ca_bundle=str(tmp_path))._connections.ssl_context is not None
+
+
+def test_a_connection_returned_after_close_is_closed_not_kept(server: Any) -> None:
+    url, _ = server(lambda r: ok({}))
+    c = client(url)
+    conn = c._connections.get()
+    c.close()
+    c._connections.put(conn)
+    assert c._connections._idle == [] and conn.sock.fileno() == -1
 
 
 def test_transport_failures_are_botocore_exceptions_and_retryable(server: Any) -> None:
