@@ -79,3 +79,21 @@ def test_one_awkward_free_text_value_is_escaped_alone(store: Store, column: int)
         rows = conn.execute("SELECT user_id, device_type, masked_ip, masked_device_id,"
                             " locale, app_version, create_date FROM user_logins").fetchall()
     assert sorted(rows) == sorted([plain.row(), odd.row()])
+
+
+def test_prune_forgets_only_ids_past_retention_in_chunks(store: Store) -> None:
+    """Old ids go (in several short transactions), recent ones stay: a recent redelivery
+    must still be recognised."""
+    with store.connection() as conn, conn.transaction():
+        conn.execute("INSERT INTO login_etl_ledger (message_id, outcome, processed_at)"
+                     " SELECT 'old' || i, 'stored', now() - interval '16 days' - i * interval '1 s'"
+                     " FROM generate_series(1, 10) i")
+        conn.execute("INSERT INTO login_etl_ledger (message_id, outcome, processed_at)"
+                     " SELECT 'new' || i, 'stored', now() - interval '14 days'"
+                     " FROM generate_series(1, 5) i")
+    assert store.prune_ledger(15, chunk=3) == 10
+    with store.connection() as conn:
+        left = sorted(r[0] for r in conn.execute("SELECT message_id FROM login_etl_ledger"))
+    assert left == [f"new{i}" for i in range(1, 6)]
+    with store.transaction() as tx:
+        assert tx.claim([("new1", "stored"), ("old1", "stored")]) == {"old1"}
