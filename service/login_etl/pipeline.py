@@ -99,6 +99,10 @@ class Pipeline:
                 half = len(items) // 2
                 return self._commit(items[:half]).merge(self._commit(items[half:]))
             received, parsed = items[0]
+            if isinstance(parsed, Rejection):
+                # Not even its ledger entry can be written (no such id should exist): leave it
+                # in the queue, where the RedrivePolicy moves it to the DLQ in the end.
+                return Outcome(left_in_queue=[received.message_id])
             reason = f"db_rejected:{getattr(exc, 'sqlstate', None) or 'unknown'}"
             return self._commit([(received, Rejection(parsed.message_id, reason))])
 
@@ -120,10 +124,11 @@ class Pipeline:
                 # the messages stay in the source queue. A crash after it and before COMMIT can
                 # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
                 refused = self.dlq.send_rejections(unsent)
-                tx.unclaim(refused)  # left in the source: SQS's RedrivePolicy takes them later
-                with self._lock:  # only what the DLQ took: a refused one must be sent again
+                with self._lock:  # only what the DLQ took: a refused one must be sent again;
+                    # recorded at once, so a failure below does not send them a second time
                     self._handed_off.update(m.message_id for m, _ in unsent
                                             if m.message_id not in refused)
+                tx.unclaim(refused)  # left in the source: SQS's RedrivePolicy takes them later
             fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)

@@ -134,11 +134,23 @@ class Queue:
         return received
 
     def _batch(self, operation: str, policy: str, fn: Callable[..., Any],
-               entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send entries in chunks of 10; retry the failed entries; return what still failed."""
+               entries: list[dict[str, Any]], *, keep_going: bool = False,
+               ) -> list[dict[str, Any]]:
+        """Send entries in chunks of 10; retry the failed entries; return what still failed.
+
+        keep_going: a chunk whose call fails after its retries counts as failed and the next
+        chunks are still sent (deletes, visibility: one bad moment must not skip the rest);
+        after a second such chunk the queue is down, and the rest count as failed unsent (an
+        outage must not cost each chunk its retries). A fault no retry heals (queue gone,
+        access denied) still raises at once.
+        """
         still_failed: list[dict[str, Any]] = []
+        broken = 0
         for chunk in _chunks(entries):
             pending = list(chunk)
+            if broken >= 2:
+                still_failed.extend(pending)
+                continue
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
@@ -159,8 +171,13 @@ class Queue:
                 still_failed.extend(partial.failed)
             except Exception as exc:
                 metrics.IO_ERRORS.labels(policy).inc()
-                raise QueueError(f"{operation} on {self.label} queue failed: "
-                                 f"{retrying.describe(exc)}") from exc
+                error = QueueError(f"{operation} on {self.label} queue failed: "
+                                   f"{retrying.describe(exc)}")
+                error.__cause__ = exc
+                if not keep_going or not error.retryable:
+                    raise error from exc
+                broken += 1
+                still_failed.extend(pending)
         return still_failed
 
     def delete(self, messages: Sequence[Received]) -> list[str]:
@@ -168,14 +185,15 @@ class Queue:
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle}
                    for i, m in enumerate(messages)]
         failed = self._batch("delete_message_batch", "delete",
-                             self.client.delete_message_batch, entries)
+                             self.client.delete_message_batch, entries, keep_going=True)
         return [messages[int(e["Id"])].message_id for e in failed]
 
     def change_visibility(self, messages: Sequence[Received], timeout: int) -> list[str]:
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
                    for i, m in enumerate(messages)]
         failed = self._batch("change_message_visibility_batch", "visibility",
-                             self.client.change_message_visibility_batch, entries)
+                             self.client.change_message_visibility_batch, entries,
+                             keep_going=True)
         return [messages[int(e["Id"])].message_id for e in failed]
 
     def _send(self, bodies: Sequence[str], attributes: Sequence[dict[str, Any]] | None,

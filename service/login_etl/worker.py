@@ -53,6 +53,24 @@ class _Held:
 
 
 @dataclass
+class Totals:
+    """Counts over the worker's life: numbers only, so a daemon's memory does not grow."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    not_deleted: int = 0
+    left_in_queue: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        self.stored += outcome.stored
+        self.duplicates += outcome.duplicates
+        self.rejected += len(outcome.rejected)
+        self.not_deleted += len(outcome.not_deleted)
+        self.left_in_queue += len(outcome.left_in_queue)
+
+
+@dataclass
 class Health:
     """What /healthz and /readyz read; written by the worker threads."""
 
@@ -111,9 +129,11 @@ class Worker:
         self.stopping = threading.Event()
         self.db_up = threading.Event()
         self.db_up.set()
-        self.totals = Outcome()
+        self.totals = Totals()
         self.fatal: str | None = None
         self._inbox: stdqueue.Queue[object] = stdqueue.Queue(maxsize=settings.pollers * 4)
+        # Keyed by receipt handle: after a visibility lapse the same message id can be held
+        # twice (two receives), and each copy must be extended, settled and released itself.
         self._held: dict[str, _Held] = {}
         # --keep-messages: settled but not deleted; kept invisible by the heartbeat (so they are
         # not received again and again towards maxReceiveCount) and released at exit.
@@ -125,6 +145,7 @@ class Worker:
         self._slots = threading.BoundedSemaphore(settings.pollers)
         self._busy = 0
         self._empty_receives = 0
+        self._receiving = 0  # receives in progress: their messages are hidden but not held yet
         self._deadline = float("inf")
         self._threads: list[threading.Thread] = []
         self._wait = UNTIL_EMPTY_WAIT_SECONDS if until_empty else settings.wait_time_seconds
@@ -151,7 +172,7 @@ class Worker:
         thread.start()
         self._threads.append(thread)
 
-    def run(self, stop: threading.Event) -> Outcome:
+    def run(self, stop: threading.Event) -> Totals:
         """Run until `stop` is set (a signal) or, with until_empty, the queue is drained."""
         started = time.monotonic()
         self.start()
@@ -163,8 +184,8 @@ class Worker:
         self.shutdown()
         seconds = time.monotonic() - started
         log.info("worker_stopped", seconds=round(seconds, 3), stored=self.totals.stored,
-                 duplicates=self.totals.duplicates, rejected=len(self.totals.rejected),
-                 not_deleted=len(self.totals.not_deleted))
+                 duplicates=self.totals.duplicates, rejected=self.totals.rejected,
+                 not_deleted=self.totals.not_deleted, left_in_queue=self.totals.left_in_queue)
         return self.totals
 
     def shutdown(self) -> None:
@@ -203,14 +224,16 @@ class Worker:
             return len(self._held)
 
     def _drained(self) -> bool:
-        """Nothing held, nothing settling, pollers saw an empty queue, and SQS agrees."""
-        if self.in_flight() or self._busy or not self._inbox.empty():
-            return False
-        if self._empty_receives < self.settings.pollers:
-            return False
+        """Nothing held, nothing being received or settled, pollers saw an empty queue, and
+        SQS agrees."""
+        with self._lock:
+            if self._held or self._receiving or self._busy or not self._inbox.empty():
+                return False
+            if self._empty_receives < self.settings.pollers:
+                return False
         try:
             return self.source.depth().visible == 0
-        except QueueError:
+        except Exception:  # not knowing is not empty
             return False
 
     # -- threads ---------------------------------------------------------------------------
@@ -222,9 +245,13 @@ class Worker:
         while not self.stopping.is_set():
             self.health.tick(name)
             if not self.db_up.wait(1.0):
-                continue  # the database is down: do not take messages we cannot store
+                # The database is down: take no messages we cannot store. A settler riding out
+                # the outage says when it is back; with none busy, look for ourselves.
+                if not self._busy and self.store.ping():
+                    self._database_back()
+                continue
             try:
-                received = self.source.receive(wait, self.settings.visibility_timeout)
+                received = self._receive(wait)
             except QueueError as exc:
                 if not exc.retryable:
                     self._halt(f"receive failed and will not heal by retrying: {exc}")
@@ -238,16 +265,9 @@ class Worker:
             if self.until_empty:
                 wait = self._wait if len(received) == MAX_BATCH else 0
             if not received:
-                self._empty_receives += 1
                 if self.until_empty:
                     self.stopping.wait(UNTIL_EMPTY_SHORT_POLL_PAUSE)
                 continue
-            self._empty_receives = 0
-            now = time.monotonic()
-            with self._lock:
-                for message in received:
-                    self._held[message.message_id] = _Held(message, now)
-                metrics.IN_FLIGHT.set(len(self._held))
             if self.stopping.is_set():
                 self._forget_and_release(received, "shutdown")
                 return
@@ -261,6 +281,24 @@ class Worker:
                     if self.stopping.is_set():
                         self._forget_and_release(received, "shutdown")
                         return
+
+    def _receive(self, wait: int) -> list[Received]:
+        """Receive and hold in one step: _drained must never see messages SQS has hidden that
+        no one holds yet (it would end --until-empty and they would be released unstored)."""
+        with self._lock:
+            self._receiving += 1
+        try:
+            received = self.source.receive(wait, self.settings.visibility_timeout)
+            now = time.monotonic()
+            with self._lock:
+                self._empty_receives = 0 if received else self._empty_receives + 1
+                for message in received:
+                    self._held[message.receipt_handle] = _Held(message, now)
+                metrics.IN_FLIGHT.set(len(self._held))
+            return received
+        finally:
+            with self._lock:
+                self._receiving -= 1
 
     def _halt(self, reason: str) -> None:
         """A fault no retry can fix (queue deleted, access denied): stop and say why, exit 1."""
@@ -362,11 +400,11 @@ class Worker:
         with self._lock:
             now = time.monotonic()
             for m in messages:
-                held = self._held.pop(m.message_id, None)
+                held = self._held.pop(m.receipt_handle, None)
                 if self.keep_messages:
-                    self._kept[m.message_id] = _Held(m, held.extended_at if held else now)
+                    self._kept[m.receipt_handle] = _Held(m, held.extended_at if held else now)
             metrics.IN_FLIGHT.set(len(self._held))
-            self.totals.merge(outcome)
+            self.totals.add(outcome)
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(len(batch))
         log.info("batch_settled", messages=len(batch), stored=outcome.stored,
@@ -386,17 +424,20 @@ class Worker:
         while not self.stopping.wait(every):
             self.health.tick("heartbeat")
             now = time.monotonic()
-            with self._lock:
+            with self._lock:  # held first: they are the ones still to be stored
                 due = [h for held in (self._held, self._kept) for h in held.values()
                        if now - h.extended_at > vis / 3]
-                for h in due:
-                    h.extended_at = now
             if due:
                 try:
-                    failed = self.source.change_visibility([h.message for h in due], vis)
+                    failed = set(self.source.change_visibility([h.message for h in due], vis))
                     log.info("visibility_extended", messages=len(due), failed=len(failed))
-                except QueueError as exc:
+                except QueueError as exc:  # all due again at the next beat (every vis/6)
                     log.warning("visibility_extend_failed", messages=len(due), error=str(exc))
+                    continue
+                with self._lock:
+                    for h in due:
+                        if h.message.message_id not in failed:
+                            h.extended_at = now
 
     def _housekeeping(self) -> None:
         """Queue depth gauges every 15 s, ledger pruning every hour; slow calls stay off the heartbeat."""
@@ -429,7 +470,7 @@ class Worker:
     def _forget_and_release(self, messages: Sequence[Received], why: str) -> None:
         with self._lock:
             for m in messages:
-                self._held.pop(m.message_id, None)
+                self._held.pop(m.receipt_handle, None)
             metrics.IN_FLIGHT.set(len(self._held))
         self._release(messages, why)
 

@@ -1,0 +1,175 @@
+"""The worker's own bookkeeping with a fake queue and a fake pipeline (no I/O): when
+--until-empty may end, how held messages are keyed, what the heartbeat retries, what the
+totals keep, and chunked deletes that keep going past one failed chunk."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from login_etl import retrying
+from login_etl.masking import Masker
+from login_etl.messages import Received
+from login_etl.pipeline import Item, Outcome
+from login_etl.queue import Depth, Queue, QueueError
+from login_etl.settings import MaskingKey, Settings
+from login_etl.worker import Worker, _Held
+
+BODY = ('{"user_id": "u", "app_version": "2.3.0", "device_type": "ios", "ip": "10.0.0.1",'
+        ' "locale": "RU", "device_id": "d-1"}')
+
+
+class FakeSource:
+    """A queue whose first receive (by the first poller to ask) is slow: SQS has hidden its
+    messages, but the worker does not hold them yet."""
+
+    def __init__(self, messages: list[Received], slow_seconds: float) -> None:
+        self.messages = messages
+        self.slow_seconds = slow_seconds
+        self.released: list[str] = []
+        self.extended: list[list[str]] = []
+        self.extended_at: list[float] = []
+        self.fail_extend = 0
+        self._first = threading.Lock()
+
+    def receive(self, wait: int, visibility: int) -> list[Received]:
+        if self.messages and self._first.acquire(blocking=False):
+            time.sleep(self.slow_seconds)
+            taken, self.messages = self.messages, []
+            return taken
+        time.sleep(0.01)
+        return []
+
+    def depth(self) -> Depth:
+        return Depth(0, 0, 0)  # the slow receive's messages are in flight, not visible
+
+    def change_visibility(self, messages: Sequence[Received], timeout: int) -> list[str]:
+        if timeout == 0:
+            self.released += [m.message_id for m in messages]
+            return []
+        self.extended.append([m.receipt_handle for m in messages])
+        self.extended_at.append(time.monotonic())
+        if self.fail_extend:
+            self.fail_extend -= 1
+            raise QueueError("change_message_visibility_batch failed")
+        return []
+
+
+class FakeStore:
+    def ping(self) -> bool:
+        return True
+
+
+def settings(**changes: Any) -> Settings:
+    return Settings(masking_keys=(MaskingKey("k", b"k" * 32),), **changes)
+
+
+def worker(source: FakeSource, visibility: int = 3,
+           **kwargs: Any) -> tuple[Worker, list[list[Item]]]:
+    s = settings(pollers=3, batch_window_ms=10, visibility_timeout=visibility)
+    w = Worker(s, FakeStore(), source, source, Masker(list(s.masking_keys)),  # type: ignore[arg-type]
+               **kwargs)
+    settled: list[list[Item]] = []
+
+    def settle(batch: list[Item]) -> Outcome:
+        settled.append(batch)
+        return Outcome(stored=len(batch), rejected=[("x", "r")])
+
+    w.pipeline.settle = settle  # type: ignore[method-assign]
+    return w, settled
+
+
+def received(i: int, handle: str | None = None) -> Received:
+    return Received(f"id{i}", handle or f"rh{i}", BODY, 1_700_000_000_000)
+
+
+def test_until_empty_waits_for_a_receive_still_in_progress() -> None:
+    """The other pollers see an empty queue and SQS shows nothing visible while one receive
+    is still on its way back: that is not empty. (Before: the run ended and released the
+    three messages unstored.)"""
+    source = FakeSource([received(i) for i in range(3)], slow_seconds=0.6)
+    w, settled = worker(source, until_empty=True)
+    totals = w.run(threading.Event())
+    assert sorted(m.message_id for batch in settled for m, _ in batch) == ["id0", "id1", "id2"]
+    assert totals.stored == 3 and source.released == []
+
+
+def test_totals_are_counts_not_growing_lists() -> None:
+    """A daemon runs for months: the totals must not keep an entry per message."""
+    source = FakeSource([received(i) for i in range(3)], slow_seconds=0)
+    w, settled = worker(source, until_empty=True)
+    totals = w.run(threading.Event())
+    assert (totals.stored, totals.rejected) == (3, len(settled))  # the fake: 1 reject a batch
+    assert all(type(v) is int for v in vars(totals).values())
+
+
+def test_two_live_copies_of_one_message_are_held_apart() -> None:
+    """After a visibility lapse the same id is received again under a new handle: settling
+    the old copy must not drop the new one from the heartbeat and the shutdown release."""
+    source = FakeSource([], slow_seconds=0)
+    w, _ = worker(source)
+    old, new = received(1, "rh-old"), received(1, "rh-new")
+    for m in (old, new):
+        w._held[m.receipt_handle] = _Held(m, time.monotonic())
+    w._settled([(old, None)], Outcome(), 0.0)  # type: ignore[list-item]
+    assert list(w._held) == ["rh-new"]
+    w.shutdown()
+    assert source.released == ["id1"]
+
+
+def test_heartbeat_retries_an_extension_that_failed_at_the_next_beat() -> None:
+    """Visibility 6 s: beats every 1 s, a message is due 2 s after its last extension. A
+    failed extension is due again at the next beat (1 s), not 2 s later as if it had worked."""
+    source = FakeSource([], slow_seconds=0)
+    source.fail_extend = 1
+    w, _ = worker(source, visibility=6)
+    w._held["rh1"] = _Held(received(1), time.monotonic() - 10)
+    beat = threading.Thread(target=w._heartbeat, daemon=True)
+    beat.start()
+    deadline = time.monotonic() + 6
+    while len(source.extended) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.stopping.set()
+    assert source.extended[:2] == [["rh1"], ["rh1"]]
+    assert source.extended_at[1] - source.extended_at[0] < 1.6
+
+
+class ScriptedClient:
+    """delete_message_batch answers from a script: 'ok' or an exception per call."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script
+        self.calls: list[list[str]] = []
+
+    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append([e["Id"] for e in Entries])
+        if self.script.pop(0) == "down":
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+@pytest.fixture
+def no_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One attempt per call: the policies' waits are not what is tested here."""
+    monkeypatch.setattr(retrying, "call", lambda _policy, fn, *a, **k: fn(*a, **k))
+
+
+def test_a_failed_delete_chunk_does_not_skip_the_next(no_retry_waits: None) -> None:
+    client = ScriptedClient(["ok", "down", "ok"])
+    queue = Queue(client, "q")
+    messages = [received(i) for i in range(25)]
+    failed = queue.delete(messages)
+    assert failed == [f"id{i}" for i in range(10, 20)]
+    assert len(client.calls) == 3
+
+
+def test_after_two_failed_chunks_the_rest_fail_without_a_call(no_retry_waits: None) -> None:
+    client = ScriptedClient(["down", "down", "ok", "ok"])
+    queue = Queue(client, "q")
+    failed = queue.delete([received(i) for i in range(40)])
+    assert len(failed) == 40 and len(client.calls) == 2
