@@ -123,7 +123,12 @@ class Pipeline:
                 # Inside the transaction: if the hand-off fails, the ledger rows roll back and
                 # the messages stay in the source queue. A crash after it and before COMMIT can
                 # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
-                refused = self.dlq.send_rejections(unsent)
+                try:
+                    refused = self.dlq.send_rejections(unsent)
+                except QueueError as exc:  # part of them may be in the DLQ already
+                    with self._lock:
+                        self._handed_off.update(exc.delivered)
+                    raise
                 with self._lock:  # only what the DLQ took: a refused one must be sent again;
                     # recorded at once, so a failure below does not send them a second time
                     self._handed_off.update(m.message_id for m, _ in unsent

@@ -32,6 +32,10 @@ REDRIVE_ATTRIBUTE = "login_etl_redrive_of"
 class QueueError(RuntimeError):
     """A queue call failed for good (after its retries); carries a value-free description."""
 
+    # A batch call that failed part way: the entries the queue confirmed before it failed
+    # (send_rejections: message ids), so a retry does not send them again.
+    delivered: list[str] = []  # noqa: RUF012 - replaced per instance, never mutated
+
     @property
     def retryable(self) -> bool:
         """False for faults that no wait can heal (missing queue, denied access)."""
@@ -145,6 +149,7 @@ class Queue:
         access denied) still raises at once.
         """
         still_failed: list[dict[str, Any]] = []
+        delivered: list[str] = []
         broken = 0
         for chunk in _chunks(entries):
             pending = list(chunk)
@@ -154,6 +159,8 @@ class Queue:
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
+                unconfirmed = {f["Id"] for f in response.get("Failed", ())}
+                delivered.extend(e["Id"] for e in pending if e["Id"] not in unconfirmed)
                 failed_ids = {f["Id"] for f in response.get("Failed", ())
                               if not _is_final(f)}
                 final = [f for f in response.get("Failed", ()) if _is_final(f)]
@@ -174,6 +181,7 @@ class Queue:
                 error = QueueError(f"{operation} on {self.label} queue failed: "
                                    f"{retrying.describe(exc)}")
                 error.__cause__ = exc
+                error.delivered = delivered
                 if not keep_going or not error.retryable:
                     raise error from exc
                 broken += 1
@@ -233,8 +241,12 @@ class Queue:
                                            "StringValue": self.sealer.seal(m.message_id)}
             return attrs
 
-        failed = self._send([m.body for m, _ in rejected],
-                            [marks(m, reason) for m, reason in rejected], "dlq_send")
+        try:
+            failed = self._send([m.body for m, _ in rejected],
+                                [marks(m, reason) for m, reason in rejected], "dlq_send")
+        except QueueError as exc:
+            exc.delivered = [rejected[int(i)][0].message_id for i in exc.delivered]
+            raise
         return [rejected[i][0].message_id for i in failed]
 
     def depth(self) -> Depth:

@@ -147,6 +147,9 @@ class ScriptedClient:
         self.calls: list[list[str]] = []
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.send_message_batch(QueueUrl, Entries)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append([e["Id"] for e in Entries])
         if self.script.pop(0) == "down":
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
@@ -173,3 +176,14 @@ def test_after_two_failed_chunks_the_rest_fail_without_a_call(no_retry_waits: No
     queue = Queue(client, "q")
     failed = queue.delete([received(i) for i in range(40)])
     assert len(failed) == 40 and len(client.calls) == 2
+
+
+def test_a_hand_off_that_fails_part_way_says_what_reached_the_dlq(no_retry_waits: None) -> None:
+    """15 rejects: the first 10 are in the DLQ when the second call fails. The error names
+    them, so the retry of the batch hands off only the other 5."""
+    client = ScriptedClient(["ok", "down"])
+    dlq = Queue(client, "dlq", label="dlq")
+    rejects = [(received(i), "invalid_json") for i in range(15)]
+    with pytest.raises(QueueError) as caught:
+        dlq.send_rejections(rejects)
+    assert caught.value.delivered == [f"id{i}" for i in range(10)]
