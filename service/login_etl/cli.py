@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -277,9 +278,14 @@ def read_events(path: Path | None) -> Iterator[str]:
             raw = path.read_bytes()
         except OSError as exc:
             fail(f"cannot read {path}: {exc.strerror}")
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    text = raw.decode("utf-8")
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8-sig")  # a byte-order mark is not part of the first event
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        fail(f"{path}: not UTF-8 JSON (or a broken .gz): {type(exc).__name__}")
+    if not text.strip():
+        fail(f"{path}: no events in the file")
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -296,13 +302,14 @@ def read_events(path: Path | None) -> Iterator[str]:
 @cli.command()
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--sample", is_flag=True, help="Send the bundled 100-event sample.")
-@click.option("--repeat", default=1, show_default=True, help="Send the events this many times.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Send the events this many times.")
 @pass_context
 def load(obj: Context, file: Path | None, sample: bool, repeat: int) -> None:
     """Send events from FILE (JSON array, JSON lines, .gz) or the sample to the source queue."""
     if (file is None) == (not sample):
         fail("give either FILE or --sample")
-    bodies = list(read_events(None if sample else file)) * max(1, repeat)
+    bodies = list(read_events(None if sample else file)) * repeat
     source = obj.source()
     obj.check_queue(source)
     chunks = [bodies[i:i + 10] for i in range(0, len(bodies), 10)]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from login_etl import metrics, retrying, sqs_client
 from login_etl.masking import Masker
 from login_etl.messages import Received
-from login_etl.settings import Settings
+from login_etl.settings import ConfigError, Settings
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
@@ -62,7 +62,18 @@ def make_client(settings: Settings, *, pool: int | None = None) -> Any:
     the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
     or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
     """
-    lean = sqs_client.lean_client(settings, pool or settings.pollers + 4)
+    from botocore.exceptions import PartialCredentialsError
+
+    try:
+        return _make_client(settings, pool or settings.pollers + 4)
+    except PartialCredentialsError as exc:  # e.g. a key id without its secret: configuration
+        raise ConfigError(f"AWS credentials: {exc}") from None
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise ConfigError(f"SQS endpoint (AWS_ENDPOINT_URL or the queue URL): {exc}") from None
+
+
+def _make_client(settings: Settings, pool: int) -> Any:
+    lean = sqs_client.lean_client(settings, pool)
     if lean is not None:
         return lean
     import boto3  # only here: its import (s3transfer and all) costs a noticeable start-up
@@ -71,7 +82,7 @@ def make_client(settings: Settings, *, pool: int | None = None) -> Any:
     config = Config(
         region_name=settings.region,
         retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=pool or settings.pollers + 4,
+        max_pool_connections=pool,
         connect_timeout=3,
         read_timeout=settings.wait_time_seconds + 10,
         parameter_validation=False,
@@ -254,7 +265,7 @@ class Queue:
             "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                             "ApproximateNumberOfMessagesDelayed"],
-        )["Attributes"]
+        ).get("Attributes") or {}
         depth = Depth(
             visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -269,7 +280,7 @@ class Queue:
         attributes = self._call(
             "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
             AttributeNames=[name],
-        )["Attributes"]
+        ).get("Attributes") or {}  # SQS leaves "Attributes" out when the queue has none set
         return attributes.get(name)
 
 

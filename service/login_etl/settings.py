@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 PREFIX = "LOGIN_ETL_"
 DEFAULT_QUEUE_URL = "http://localhost:4566/000000000000/login-queue"
 DEFAULT_DATABASE_URL = "postgresql://postgres:postgres@localhost:5432/postgres"
@@ -59,6 +62,10 @@ class Settings:
     pool_size: int = 0
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    # What the AWS_* environment said, if anything: otherwise region and endpoint follow the
+    # queue URL, also when --queue-url replaces it.
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
     sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of sqs_client.py
 
     @property
@@ -77,6 +84,9 @@ class Settings:
     def with_overrides(self, **changes: Any) -> Settings:
         """Apply CLI flags (None means "not given") and re-check the result."""
         given = {k: v for k, v in changes.items() if v is not None}
+        if "queue_url" in given:
+            given["region"] = self.aws_region or _region_of(given["queue_url"])
+            given["endpoint_url"] = self.aws_endpoint_url or _endpoint_of(given["queue_url"])
         updated = replace(self, **given)
         updated.check()
         return updated
@@ -93,6 +103,11 @@ class Settings:
             raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
         if self.masking_mode not in ("hmac", "siv"):
             raise ConfigError(f"{PREFIX}MASKING_MODE must be 'hmac' or 'siv', got {self.masking_mode!r}")
+        try:  # the message would repeat the string, password included: not shown
+            conninfo_to_dict(self.database_url)
+        except psycopg.ProgrammingError:
+            raise ConfigError(f"{PREFIX}DATABASE_URL is not a PostgreSQL URL or connection "
+                              "string (postgresql://user@host:5432/db)") from None
         if self.sqs_client not in ("lean", "boto3"):
             raise ConfigError(f"{PREFIX}SQS_CLIENT must be 'lean' or 'boto3', got {self.sqs_client!r}")
         if self.log_format not in ("json", "console"):
@@ -112,6 +127,8 @@ class Settings:
             return value.strip() if value is not None and value.strip() else None
 
         queue_url = get("QUEUE_URL") or DEFAULT_QUEUE_URL
+        aws_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+        aws_endpoint_url = env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None
         log_format = get("LOG_FORMAT") or ("console" if os.isatty(2) else "json")
         settings = cls(
             queue_url=queue_url,
@@ -131,9 +148,10 @@ class Settings:
             ledger_retention_days=_int(get, "LEDGER_RETENTION_DAYS", cls.ledger_retention_days),
             pool_size=_int(get, "DB_POOL_SIZE", 0),
             sqs_client=(get("SQS_CLIENT") or "lean").lower(),
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _region_of(queue_url),
-            endpoint_url=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
-            or _endpoint_of(queue_url),
+            region=aws_region or _region_of(queue_url),
+            endpoint_url=aws_endpoint_url or _endpoint_of(queue_url),
+            aws_region=aws_region,
+            aws_endpoint_url=aws_endpoint_url,
         )
         settings.check()
         return settings

@@ -78,12 +78,23 @@ class Store:
         )
 
     def open(self, wait_seconds: float = 10.0) -> None:
-        """Open the pool and wait for a first connection, so bad DSNs fail at start."""
+        """Connect once directly, then open the pool: a wrong host, database, role or
+        password fails at start with libpq's own first line (a pool that times out only says
+        PoolTimeout). libpq never puts the password in a message."""
+        try:
+            retrying.call("connect", self._probe, wait_seconds)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to the database: {reason}") from exc
         self.pool.open()
         try:
             retrying.call("connect", self.pool.wait, timeout=wait_seconds)
         except Exception as exc:
             raise StoreError(f"cannot connect to the database: {retrying.describe(exc)}") from exc
+
+    def _probe(self, wait_seconds: float) -> None:
+        timeout = max(1, int(wait_seconds / 3))
+        psycopg.connect(self.pool.conninfo, connect_timeout=timeout, **CONNECTION_OPTIONS).close()
 
     def close(self, timeout: float = 1.0) -> None:
         """Short: at shutdown the bound matters more than a tidy goodbye to a stuck server."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
 
 from tests.integration.stack import Stack
@@ -36,3 +39,59 @@ def test_help_lists_every_command(stack: Stack) -> None:
     out = stack.cli("--help").stdout
     for command in ("run", "count", "status", "load", "init-db", "clear-db", "keygen", "unmask"):
         assert command in out
+
+
+def test_a_queue_without_redrive_policy_uses_its_dash_dlq(stack: Stack) -> None:
+    """SQS leaves "Attributes" out of the answer when a queue has no RedrivePolicy: the
+    README's fallback (<queue>-dlq) must follow, not a KeyError."""
+    plain = stack.sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    dlq = stack.sqs.create_queue(QueueName=plain.rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
+    try:
+        queue_url = stack.queue_url.rsplit("/", 1)[0] + "/" + plain.rsplit("/", 1)[1]
+        result = stack.cli("count", "--json", env=stack.env(LOGIN_ETL_QUEUE_URL=queue_url),
+                           check=False, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        for url in (plain, dlq):
+            stack.sqs.delete_queue(QueueUrl=url)
+
+
+def test_queue_url_flag_decides_the_endpoint_too(stack: Stack) -> None:
+    """The environment's queue URL points at a port where nothing listens; --queue-url at
+    LocalStack: the SQS endpoint must follow the flag."""
+    env = stack.env(LOGIN_ETL_QUEUE_URL="http://127.0.0.1:9/000000000000/nowhere",
+                    LOGIN_ETL_DLQ_URL=stack.dlq_url)
+    result = stack.cli("--queue-url", stack.queue_url, "count", "--json", env=env, check=False,
+                       timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": ""}, "AWS credentials"),
+    ({"AWS_ENDPOINT_URL": "notaurl", "LOGIN_ETL_SQS_CLIENT": "boto3"}, "SQS endpoint"),
+    ({"LOGIN_ETL_DATABASE_URL": "garbage:://s3cret"}, "LOGIN_ETL_DATABASE_URL is not"),
+])
+def test_bad_aws_or_database_settings_are_configuration_errors(stack: Stack, env: dict[str, str],
+                                                                fragment: str) -> None:
+    result = stack.cli("count", env=stack.env(**env), check=False, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_missing_database_names_itself_not_a_pool_timeout(stack: Stack) -> None:
+    env = stack.env(LOGIN_ETL_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/no_such_db_x")
+    result = stack.cli("init-db", env=env, check=False, timeout=60)
+    assert result.returncode == 1
+    assert 'database "no_such_db_x" does not exist' in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"\x1f\x8b\x08\x00broken", b"  \n"])
+def test_load_of_a_bad_file_is_one_line(stack: Stack, tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "events.json"
+    path.write_bytes(content)
+    result = stack.cli("load", str(path), check=False, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

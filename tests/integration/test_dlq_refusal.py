@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from login_etl.messages import Received, Rejection
@@ -33,18 +34,20 @@ def test_refused_reject_is_not_deleted_and_is_handed_off_on_redelivery(stack: St
         dlq = RefusingOnceDlq()
         pipeline = Pipeline(store, source, dlq)  # type: ignore[arg-type]
 
-        def settle_once() -> Any:
-            [message] = source.receive(wait_seconds=2, visibility_timeout=1)
-            assert isinstance(message, Received)
-            return pipeline.settle([(message, Rejection(message.message_id, "invalid_json"))])
+        def settle_once() -> tuple[Received, Any]:
+            [message] = source.receive(wait_seconds=10, visibility_timeout=30)
+            return message, pipeline.settle([(message, Rejection(message.message_id,
+                                                                 "invalid_json"))])
 
-        first = settle_once()
-        assert first.left_in_queue and not first.rejected
+        message, first = settle_once()
+        assert first.left_in_queue == [message.message_id] and not first.rejected
         assert stack.query("SELECT count(*) FROM login_etl_ledger")[0][0] == 0
-        second = settle_once()  # redelivered after its 1 s visibility
-        assert [r for _, r in second.rejected] == ["invalid_json"]
+        source.change_visibility([message], 0)  # its redelivery, without waiting it out
+        again, second = settle_once()
+        assert again.message_id == message.message_id and again.receive_count == 2
+        assert [r for _, r in second.rejected] == ["invalid_json"] and not second.not_deleted
         assert len(dlq.calls) == 2, "the refused reject must be handed off again"
-        assert stack.depth()["visible"] + stack.depth()["in_flight"] == 0
+        assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
     finally:
         store.close()
 
@@ -76,7 +79,8 @@ def test_a_hand_off_that_failed_part_way_is_not_repeated_for_what_got_through(
         dlq = FailingPartWayDlq()
         pipeline = Pipeline(store, source, dlq)  # type: ignore[arg-type]
         messages: list[Received] = []
-        while len(messages) < 2:
+        deadline = time.monotonic() + 30
+        while len(messages) < 2 and time.monotonic() < deadline:
             messages += source.receive(wait_seconds=2, visibility_timeout=30)
         items = [(m, Rejection(m.message_id, "invalid_json")) for m in messages]
         try:

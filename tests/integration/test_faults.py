@@ -116,7 +116,7 @@ def test_outage_pauses_and_resumes(stack: Stack, tmp_path: Path, dependency: str
         lines_before = len(log.read_text().splitlines())
         wait_until(lambda: http_get(port, "/readyz")[0] == 503, 30, what="not ready")
         assert http_get(port, "/healthz")[0] == 200, "an outage is not a reason to restart"
-        time.sleep(8 - (time.monotonic() - cut_at))
+        time.sleep(max(0.0, 8 - (time.monotonic() - cut_at)))
         lines_during = len(log.read_text().splitlines()) - lines_before
         assert worker.poll() is None, "an outage must not crash the worker"
         rows_at_restore = stack.count_rows()
@@ -187,7 +187,8 @@ def test_visibility_heartbeat_keeps_a_slow_batch_from_other_replicas(stack: Stac
 
 def test_deleted_queue_is_reported_not_retried_forever(stack: Stack, tmp_path: Path) -> None:
     worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=tmp_path / "w.log")
-    time.sleep(3)
+    wait_until(lambda: '"worker_started"' in (tmp_path / "w.log").read_text(), 30,
+               what="worker started")
     stack.sqs.delete_queue(QueueUrl=stack.queue_url)
     code = worker.wait(timeout=60)
     text = (tmp_path / "w.log").read_text()
@@ -287,7 +288,7 @@ def test_keep_messages_daemon_never_pushes_messages_to_the_dlq(stack: Stack,
 def test_dlq_gone_mid_run_halts_and_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "w.log"
     worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=log)
-    time.sleep(3)
+    wait_until(lambda: '"worker_started"' in log.read_text(), 30, what="worker started")
     stack.sqs.delete_queue(QueueUrl=stack.dlq_url)
     stack.send(sample_bodies())
     assert worker.wait(timeout=60) == 1

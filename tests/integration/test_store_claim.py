@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,18 @@ def test_prune_forgets_only_ids_past_retention_in_chunks(store: Store) -> None:
         conn.execute("INSERT INTO login_etl_ledger (message_id, outcome, processed_at)"
                      " SELECT 'new' || i, 'stored', now() - interval '14 days'"
                      " FROM generate_series(1, 5) i")
+    transactions = 0
+    connection = store.connection
+
+    def counting() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return connection()
+
+    store.connection = counting  # type: ignore[method-assign]
     assert store.prune_ledger(15, chunk=3) == 10
+    store.connection = connection  # type: ignore[method-assign]
+    assert transactions == 4, "10 old ids in chunks of 3: four short transactions"
     with store.connection() as conn:
         left = sorted(r[0] for r in conn.execute("SELECT message_id FROM login_etl_ledger"))
     assert left == [f"new{i}" for i in range(1, 6)]
