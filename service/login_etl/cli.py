@@ -38,9 +38,26 @@ def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
 class Context:
     """Settings read once per invocation; clients built only when a command needs them."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, overrides: dict[str, str | None]) -> None:
+        self._overrides = overrides
+        self._settings: Settings | None = None
         self._client: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        """Read and checked once, when a command first needs them: `<command> --help` and
+        `keygen` must work while the environment is wrong (keygen is how one fixes it)."""
+        if self._settings is None:
+            try:
+                self._settings = Settings.from_env().with_overrides(**self._overrides)
+            except ConfigError as exc:
+                fail(str(exc))
+            logs.configure(self._settings.log_format, self._settings.log_level)
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self._settings = value
 
     @property
     def client(self) -> Any:
@@ -104,13 +121,7 @@ def cli(ctx: click.Context, queue_url: str | None, dlq_url: str | None,
     hand-off to the dead-letter queue) has committed; a ledger of message ids makes every
     redelivery a no-op. Configuration comes from LOGIN_ETL_* variables (see README).
     """
-    try:
-        settings = Settings.from_env().with_overrides(
-            queue_url=queue_url, dlq_url=dlq_url, database_url=database_url)
-    except ConfigError as exc:
-        fail(str(exc))
-    logs.configure(settings.log_format, settings.log_level)
-    ctx.obj = Context(settings)
+    ctx.obj = Context({"queue_url": queue_url, "dlq_url": dlq_url, "database_url": database_url})
 
 
 @cli.command()

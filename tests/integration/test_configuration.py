@@ -95,3 +95,15 @@ def test_load_of_a_bad_file_is_one_line(stack: Stack, tmp_path: Path, content: b
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_help_and_keygen_work_while_the_environment_is_wrong(stack: Stack) -> None:
+    """Settings are read when a command needs them: help must still help, and keygen is how
+    one replaces a bad key."""
+    env = stack.env(LOGIN_ETL_BATCH_SIZE="lots", LOGIN_ETL_MASKING_KEY="abc")
+    helped = stack.cli("run", "--help", env=env, check=False)
+    assert helped.returncode == 0 and "--until-empty" in helped.stdout
+    key = stack.cli("keygen", env=env, check=False)
+    assert key.returncode == 0 and len(key.stdout.strip()) == 64
+    bad = stack.cli("count", env=env, check=False)
+    assert bad.returncode == 2 and "LOGIN_ETL_" in bad.stderr and "Traceback" not in bad.stderr
