@@ -141,7 +141,7 @@ class Worker:
         self._lock = threading.Lock()
         # Daemon threads, not an executor: a settler stuck in the database must not keep the
         # process alive past the shutdown bound (its messages are released by then).
-        self._batches: stdqueue.Queue[list[Item]] = stdqueue.Queue()
+        self._batches: stdqueue.Queue[list[Item] | None] = stdqueue.Queue()  # None: stop
         self._slots = threading.BoundedSemaphore(settings.pollers)
         self._busy = 0
         self._empty_receives = 0
@@ -218,6 +218,8 @@ class Worker:
             leftovers += [h.message for h in self._held.values()]
             leftovers += [h.message for h in self._kept.values()]
         self._release(leftovers, "shutdown")
+        for _ in range(self.settings.pollers):  # idle settlers end; a stuck one is a daemon
+            self._batches.put(None)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -337,8 +339,8 @@ class Worker:
         self._batches.put(batch)
 
     def _settle_forever(self) -> None:
-        while True:
-            self._settle(self._batches.get())
+        while (batch := self._batches.get()) is not None:
+            self._settle(batch)
 
     def _settle(self, batch: list[Item]) -> None:
         """Settle one batch, riding out outages; give it back to the queue only at shutdown."""
