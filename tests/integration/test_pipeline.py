@@ -208,3 +208,36 @@ def test_clear_db_needs_confirmation(stack: Stack) -> None:
     assert stack.count_rows() == 10
     assert "removed 10 rows" in stack.cli("clear-db", "--yes").stdout
     assert stack.count_rows() == 0
+
+
+def test_two_copies_of_one_message_in_a_batch_make_one_row_and_both_are_deleted(
+        stack: Stack) -> None:
+    """After a visibility lapse the same message is received twice (two receipt handles) and
+    can land in one batch: one row, one duplicate, and neither copy comes back."""
+    import secrets
+
+    from login_etl.masking import Masker
+    from login_etl.messages import parse
+    from login_etl.pipeline import Pipeline
+    from login_etl.queue import Queue
+    from login_etl.settings import MaskingKey
+    from login_etl.store import Store
+
+    stack.send(sample_bodies()[:1])
+    source, dlq = Queue(stack.sqs, stack.queue_url), Queue(stack.sqs, stack.dlq_url, "dlq")
+    [first] = source.receive(wait_seconds=10, visibility_timeout=30)
+    source.change_visibility([first], 0)
+    [second] = source.receive(wait_seconds=10, visibility_timeout=30)
+    assert second.message_id == first.message_id and second.receipt_handle != first.receipt_handle
+    masker = Masker([MaskingKey("k", secrets.token_bytes(32))])
+    store = Store(stack.database_url, pool_size=1)
+    store.open()
+    try:
+        store.init_schema()
+        outcome = Pipeline(store, source, dlq).settle(
+            [(m, parse(m, masker)) for m in (first, second)])
+    finally:
+        store.close()
+    assert (outcome.stored, outcome.duplicates, outcome.not_deleted) == (1, 1, [])
+    assert stack.count_rows() == 1
+    assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}

@@ -109,3 +109,47 @@ def test_prune_forgets_only_ids_past_retention_in_chunks(store: Store) -> None:
     assert left == [f"new{i}" for i in range(1, 6)]
     with store.transaction() as tx:
         assert tx.claim([("new1", "stored"), ("old1", "stored")]) == {"old1"}
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+def test_a_replica_claiming_an_id_being_committed_waits_for_the_outcome(
+        store: Store, first_commits: bool) -> None:
+    """Two replicas with the same message (a visibility lapse): the second claim blocks on
+    the first transaction, then gets nothing if it committed, or the id if it rolled back.
+    Exactly one of them stores the row."""
+    import threading
+
+    from tests.integration.stack import wait_until
+
+    other_store = Store(store.pool.conninfo, pool_size=1)
+    other_store.open()
+    second: dict[str, set[str]] = {}
+
+    def other_replica() -> None:
+        with other_store.transaction() as tx:
+            second["claimed"] = tx.claim([("m-1", "stored")])
+
+    try:
+        try:
+            with store.transaction() as tx:
+                assert tx.claim([("m-1", "stored")]) == {"m-1"}
+                replica = threading.Thread(target=other_replica, daemon=True)
+                replica.start()
+                wait_until(lambda: _lock_waits(other_store) > 0, 10, what="second claim waits")
+                if not first_commits:
+                    raise RuntimeError("the first replica fails before COMMIT")
+        except RuntimeError:
+            pass
+        replica.join(10)
+        assert second["claimed"] == (set() if first_commits else {"m-1"})
+    finally:
+        other_store.close()
+
+
+def _lock_waits(store: Store) -> int:
+    import psycopg
+
+    with psycopg.connect(store.pool.conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           " AND datname = current_database()").fetchone()
+    return int(row[0]) if row else 0

@@ -201,3 +201,66 @@ def test_a_hand_off_that_fails_part_way_says_what_reached_the_dlq(no_retry_waits
     with pytest.raises(QueueError) as caught:
         dlq.send_rejections(rejects)
     assert caught.value.delivered == [f"id{i}" for i in range(10)]
+
+
+def test_shutdown_gives_back_what_waits_in_the_inbox() -> None:
+    """Parsed but not yet batched: still held by this worker, so released at shutdown."""
+    source = FakeSource([], slow_seconds=0)
+    w, _ = worker(source)
+    waiting = [received(1), received(2)]
+    w._inbox.put([(m, None) for m in waiting])
+    w.shutdown()
+    assert sorted(source.released) == ["rh1", "rh2"]
+
+
+def test_a_bug_in_settling_releases_the_batch_and_frees_its_slot() -> None:
+    source = FakeSource([], slow_seconds=0)
+    w, _ = worker(source)
+
+    def broken(batch: list[Item]) -> Outcome:
+        raise KeyError("a bug")
+
+    w.pipeline.settle = broken  # type: ignore[method-assign]
+    message = received(1)
+    w._held[message.receipt_handle] = _Held(message, time.monotonic())
+    w._slots.acquire()
+    w._busy = 1
+    w._settle([(message, None)])  # type: ignore[list-item]
+    assert source.released == ["rh1"] and not w._held and w._busy == 0
+    assert w._slots.acquire(blocking=False), "the batch slot must be given back"
+
+
+def test_pollers_find_the_database_back_when_no_settler_is_busy() -> None:
+    """A settler cleared db_up and then gave up its batch: nobody would set it again."""
+    source = FakeSource([], slow_seconds=0)
+    w, _ = worker(source)
+    w.db_up.clear()
+    w.health.db_ok = False
+    poller = threading.Thread(target=w._poll, daemon=True)
+    poller.start()
+    assert w.db_up.wait(5), "a poller must probe the database itself"
+    w.stopping.set()
+    poller.join(5)
+    assert w.health.db_ok
+
+
+class AttributesClient:
+    def __init__(self, attributes: dict[str, str] | None) -> None:
+        self.attributes = attributes
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        return {} if self.attributes is None else {"Attributes": self.attributes}
+
+
+@pytest.mark.parametrize(("attributes", "configured", "expected"), [
+    (None, "http://h:1/1/mine", "http://h:1/1/mine"),  # configured wins
+    ({"RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123:the-dlq"}'}, None,
+     "http://h:1/123/the-dlq"),  # the policy's target, on the source queue's host
+    (None, None, "http://h:1/000/q-dlq"),  # no policy: SQS omits "Attributes" altogether
+    ({"RedrivePolicy": '{"deadLetterTargetArn": "not-an-arn"}'}, None, "http://h:1/000/q-dlq"),
+])
+def test_dlq_url_for(attributes: dict[str, str] | None, configured: str | None,
+                     expected: str) -> None:
+    from login_etl.queue import dlq_url_for
+
+    assert dlq_url_for(AttributesClient(attributes), "http://h:1/000/q", configured) == expected
