@@ -412,6 +412,8 @@ footer{padding:0 24px 16px;color:var(--muted);font-size:12px}
 """ + "".join(f".h{i}{{height:{i * 100 // LEVELS}%}}" for i in range(LEVELS + 1))
 
 _TOKEN_COLUMNS = ("masked_ip", "masked_device_id")
+_SIDE_BY_SIDE_WIDTH = 120
+_SHORT_LABELS = {"device_type": "device", "app_version": "version", "create_date": "date"}
 
 _JS = """
 (function () {
@@ -604,8 +606,10 @@ def render_html(snapshot: Snapshot) -> str:
 def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     """The same view for `login-etl status`; values are rich Text, so markup in data stays text.
 
-    Given the terminal's width, the two token columns give way first (cut with an ellipsis):
-    they are the least readable anyway, and every other cell then stays whole on one line.
+    Given the terminal's width, the two token columns give way first (cut with an ellipsis,
+    or left out when even 12 characters each do not fit, as at 80 columns): they are the least
+    readable anyway, and every other cell then stays whole on one line. Below 120 columns the
+    three small tables are stacked instead of side by side.
     """
     from rich import box
     from rich.console import Group
@@ -646,22 +650,39 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     if not data["rejections"]["reasons"]:
         reasons.add_row(Text(data["rejections"]["empty_text"], style="dim"), Text(""))
 
-    top = Table.grid(padding=(0, 4))
-    top.add_row(queues, through, reasons)
+    if width is not None and width < _SIDE_BY_SIDE_WIDTH:
+        top: Any = Group(queues, through, reasons)
+    else:
+        top = Table.grid(padding=(0, 4))
+        top.add_row(queues, through, reasons)
 
     rows = Table(title=f"user_logins: {data['rows']['total_text'].replace(',', '')} rows, "
-                 f"latest {len(snapshot.rows)}", box=box.SIMPLE_HEAD, title_justify="left")
-    natural = {c: max([len(c), *(len(r[i] or "null") for r in snapshot.rows)])
+                 f"latest {len(snapshot.rows)}", box=box.SIMPLE_HEAD, title_justify="left",
+                 pad_edge=False, collapse_padding=True)
+    narrow = width is not None and width < _SIDE_BY_SIDE_WIDTH
+    labels = {c: _SHORT_LABELS.get(c, c) if narrow else c for c in snapshot.columns}
+    natural = {c: max([len(labels[c]), *(len(r[i] or "null") for r in snapshot.rows)])
                for i, c in enumerate(snapshot.columns)}
     token_width: int | None = None
+    shown = list(range(len(snapshot.columns)))
     if width is not None:
         others = sum(w + 3 for c, w in natural.items() if c not in _TOKEN_COLUMNS)
-        token_width = max(16, (width - others - 12) // 2)  # 3 per column of padding, 2 edges
-    for column in snapshot.columns:
+        token_width = (width - others - 6) // 2  # 3 per column: padding and separator
+        if token_width < 12:  # "h1.<key id>." and a few characters: still tells keys apart
+            shown = [i for i, c in enumerate(snapshot.columns) if c not in _TOKEN_COLUMNS]
+            rows.caption = Text(f"{' and '.join(_TOKEN_COLUMNS)} left out at {width} columns",
+                                style="dim")
+            rows.caption_justify = "left"
+    for i in shown:
+        column = snapshot.columns[i]
         if column in _TOKEN_COLUMNS:
-            rows.add_column(column, no_wrap=True, overflow="ellipsis", max_width=token_width)
+            rows.add_column(labels[column], no_wrap=True, overflow="ellipsis",
+                            max_width=token_width)
+        elif column == "user_id":  # an id cut in two is unreadable: the others give way
+            rows.add_column(labels[column], no_wrap=True, min_width=min(natural[column], 64))
         else:
-            rows.add_column(column, overflow="fold")
+            rows.add_column(labels[column], overflow="fold")
     for row in snapshot.rows:
-        rows.add_row(*(Text("null", style="dim italic") if v is None else Text(v) for v in row))
+        rows.add_row(*(Text("null", style="dim italic") if row[i] is None else Text(row[i])
+                       for i in shown))
     return Group(header, top, rows)

@@ -280,3 +280,19 @@ def test_get_and_head(server: Any) -> None:
     response = conn.getresponse()
     assert response.status == 200 and response.read() == b""
     conn.close()
+
+
+@pytest.mark.parametrize(("width", "tokens"), [(80, False), (160, True), (300, True)])
+def test_terminal_view_fits_its_width_and_keeps_ids_whole(width: int, tokens: bool) -> None:
+    """`status` piped or in an 80-column terminal: nothing wider than the terminal, each
+    user_id on one line; the token columns are cut first and left out when too narrow."""
+    user_id = "62f28d1a-4a78-4cb3-98b9-b45c1b98fbe4"
+    rows = [(user_id, "android", "h1.k1." + "A" * 43, "h1.k1." + "F" * 43, "PH", "2003000",
+             "2026-01-02")]
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(render_rich(page(rows).snapshot(), width))
+    out = console.export_text()
+    assert max(len(line) for line in out.splitlines()) <= width
+    assert user_id in out
+    assert ("h1.k1.A" in out) == tokens
+    assert ("left out at" in out) == (not tokens)
