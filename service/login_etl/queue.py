@@ -150,7 +150,7 @@ class Queue:
 
     def _batch(self, operation: str, policy: str, fn: Callable[..., Any],
                entries: list[dict[str, Any]], *, keep_going: bool = False,
-               ) -> list[dict[str, Any]]:
+               deadline: float | None = None) -> list[dict[str, Any]]:
         """Send entries in chunks of 10; retry the failed entries; return what still failed.
 
         keep_going: a chunk whose call fails after its retries counts as failed and the next
@@ -164,7 +164,7 @@ class Queue:
         broken = 0
         for chunk in _chunks(entries):
             pending = list(chunk)
-            if broken >= 2:
+            if broken >= 2 or (deadline is not None and time.monotonic() > deadline):
                 still_failed.extend(pending)
                 continue
 
@@ -207,12 +207,14 @@ class Queue:
                              self.client.delete_message_batch, entries, keep_going=True)
         return [messages[int(e["Id"])].message_id for e in failed]
 
-    def change_visibility(self, messages: Sequence[Received], timeout: int) -> list[str]:
+    def change_visibility(self, messages: Sequence[Received], timeout: int,
+                          deadline: float | None = None) -> list[str]:
+        """deadline (time.monotonic()): chunks not started by then count as failed, unsent."""
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
                    for i, m in enumerate(messages)]
         failed = self._batch("change_message_visibility_batch", "visibility",
                              self.client.change_message_visibility_batch, entries,
-                             keep_going=True)
+                             keep_going=True, deadline=deadline)
         return [messages[int(e["Id"])].message_id for e in failed]
 
     def _send(self, bodies: Sequence[str], attributes: Sequence[dict[str, Any]] | None,

@@ -480,8 +480,8 @@ class Worker:
         """Visibility 0: the messages are redelivered at once instead of after the timeout."""
         if not messages:
             return
-        try:
-            failed = self.source.change_visibility(messages, 0)
+        try:  # at shutdown, within its bound: what is left returns after its timeout anyway
+            failed = self.source.change_visibility(messages, 0, deadline=self._deadline)
         except QueueError as exc:
             log.warning("release_failed", messages=len(messages), reason=why, error=str(exc))
             return

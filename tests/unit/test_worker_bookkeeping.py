@@ -49,7 +49,8 @@ class FakeSource:
     def depth(self) -> Depth:
         return Depth(0, 0, 0)  # the slow receive's messages are in flight, not visible
 
-    def change_visibility(self, messages: Sequence[Received], timeout: int) -> list[str]:
+    def change_visibility(self, messages: Sequence[Received], timeout: int,
+                          deadline: float | None = None) -> list[str]:
         if timeout == 0:
             self.released += [m.receipt_handle for m in messages]
             return []
@@ -264,3 +265,20 @@ def test_dlq_url_for(attributes: dict[str, str] | None, configured: str | None,
     from login_etl.queue import dlq_url_for
 
     assert dlq_url_for(AttributesClient(attributes), "http://h:1/000/q", configured) == expected
+
+
+def test_a_release_past_the_shutdown_bound_stops_sending(no_retry_waits: None) -> None:
+    """Thousands held under throttling must not hold the process past its bound: chunks not
+    started by the deadline count as failed (they return after their visibility timeout)."""
+    client = ScriptedClient(["ok"] * 10)
+
+    def visibility(QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(client.calls) == 1:
+            time.sleep(0.2)  # the second chunk starts after the deadline
+        return client.send_message_batch(QueueUrl, Entries)
+
+    client.change_message_visibility_batch = visibility  # type: ignore[attr-defined]
+    queue = Queue(client, "q")
+    failed = queue.change_visibility([received(i) for i in range(30)], 0,
+                                     deadline=time.monotonic() + 0.1)
+    assert len(client.calls) == 2 and len(failed) == 10
