@@ -580,7 +580,8 @@ def report(args: argparse.Namespace, ceilings: list[Throughput], etls: list[Thro
     ls = {name: (median(runs, lambda r: r.extra["localstack_cpu"] / r.messages * 1000),
                  median(runs, lambda r: r.extra["localstack_cpu"] / r.seconds))
           for name, runs in (("ceiling", ceilings), ("login-etl", etls), ("seed", seeds))}
-    full_core = 1000 / ls["login-etl"][0]
+    ms = ls["login-etl"][0]
+    full_core = 1000 / ms if ms > 0 else math.nan  # nan: LocalStack's CPU not visible here
     print("LocalStack CPU per message / busy: " + ", ".join(
         f"{name} {ms:.2f} ms / {busy:.0%}" for name, (ms, busy) in ls.items())
         + f"; login-etl with LocalStack on a full core: {full_core:,.0f} msg/s"

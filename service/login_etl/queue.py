@@ -209,13 +209,14 @@ class Queue:
 
     def change_visibility(self, messages: Sequence[Received], timeout: int,
                           deadline: float | None = None) -> list[str]:
-        """deadline (time.monotonic()): chunks not started by then count as failed, unsent."""
+        """The receipt handles that failed. deadline (time.monotonic()): chunks not started by
+        then count as failed, unsent."""
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
                    for i, m in enumerate(messages)]
         failed = self._batch("change_message_visibility_batch", "visibility",
                              self.client.change_message_visibility_batch, entries,
                              keep_going=True, deadline=deadline)
-        return [messages[int(e["Id"])].message_id for e in failed]
+        return [messages[int(e["Id"])].receipt_handle for e in failed]
 
     def _send(self, bodies: Sequence[str], attributes: Sequence[dict[str, Any]] | None,
               policy: str) -> list[int]:
@@ -342,7 +343,10 @@ def redrive(dlq: Queue, source: Queue, limit: int | None = None,
                 "DataType": "String",
                 "StringValue": dlq.sealer.seal(f"redrive:{m.origin}" if m.origin else m.message_id),
             }} for m in batch])
-        dlq.delete(batch)
+        if left := dlq.delete(batch):  # copied but still in the DLQ: say so, do not count them
+            raise QueueError(f"{len(left)} DLQ messages were copied to the source queue but "
+                             "could not be deleted; they will be redriven again (the ledger "
+                             "stores each once)")
         moved += len(batch)
         if progress:
             progress(moved)

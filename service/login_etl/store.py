@@ -79,13 +79,12 @@ class Store:
 
     def open(self, wait_seconds: float = 10.0) -> None:
         """Connect once directly, then open the pool: a wrong host, database, role or
-        password fails at start with libpq's own first line (a pool that times out only says
-        PoolTimeout). libpq never puts the password in a message."""
+        password fails at start with what went wrong (a pool that times out only says
+        PoolTimeout)."""
         try:
             retrying.call("connect", self._probe, wait_seconds)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot connect to the database: {reason}") from exc
+            raise StoreError(f"cannot connect to the database: {_why_not(exc)}") from exc
         self.pool.open()
         try:
             retrying.call("connect", self.pool.wait, timeout=wait_seconds)
@@ -194,6 +193,38 @@ class Store:
             rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
             conn.execute("TRUNCATE user_logins, login_etl_ledger")
             return int(rows[0]) if rows else 0
+
+
+_REFUSALS = {
+    "28P01": "password authentication failed", "28000": "the role may not log in here",
+    "3D000": "the database does not exist", "42501": "permission denied",
+    "53300": "too many connections", "57P03": "the server is starting up or shutting down",
+}
+# Errors at connection time mostly come without a SQLSTATE: told apart by libpq's wording,
+# which is matched, never shown.
+_FAILURES = (
+    (("password authentication failed",), "password authentication failed"),
+    (("pg_hba.conf",), "refused by the server's pg_hba.conf"),
+    (("database", "does not exist"), "the database does not exist"),
+    (("role", "does not exist"), "the role does not exist"),
+    (("refused",), "connection refused"), (("resolve host",), "host name not found"),
+    (("translate host",), "host name not found"), (("timeout",), "timed out"),
+    (("timed out",), "timed out"), (("ssl",), "TLS negotiation failed"),
+    (("invalid",), "an invalid connection option"),
+)
+
+
+def _why_not(exc: psycopg.Error) -> str:
+    """A fixed description, never libpq's text: that can quote a mistyped URL, and with it a
+    piece of the password (an unencoded "@" in it makes the rest look like the host)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _REFUSALS:
+        return f"{_REFUSALS[sqlstate]} ({sqlstate})"
+    text = str(exc).lower()
+    for needles, what in _FAILURES:
+        if all(n in text for n in needles):
+            return what
+    return type(exc).__name__
 
 
 class Transaction:

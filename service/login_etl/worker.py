@@ -146,6 +146,7 @@ class Worker:
         self._busy = 0
         self._empty_receives = 0
         self._receiving = 0  # receives in progress: their messages are hidden but not held yet
+        self._receives = 0  # receives that brought messages, ever: _drained compares it
         self._deadline = float("inf")
         self._threads: list[threading.Thread] = []
         self._wait = UNTIL_EMPTY_WAIT_SECONDS if until_empty else settings.wait_time_seconds
@@ -233,10 +234,13 @@ class Worker:
                 return False
             if self._empty_receives < self.settings.pollers:
                 return False
+            receives = self._receives
         try:
-            return self.source.depth().visible == 0
+            empty = self.source.depth().visible == 0
         except Exception:  # not knowing is not empty
             return False
+        with self._lock:  # a receive during depth() hid messages SQS then did not count
+            return empty and receives == self._receives and not (self._held or self._receiving)
 
     # -- threads ---------------------------------------------------------------------------
 
@@ -294,6 +298,7 @@ class Worker:
             now = time.monotonic()
             with self._lock:
                 self._empty_receives = 0 if received else self._empty_receives + 1
+                self._receives += bool(received)
                 for message in received:
                     self._held[message.receipt_handle] = _Held(message, now)
                 metrics.IN_FLIGHT.set(len(self._held))
@@ -438,7 +443,7 @@ class Worker:
                     continue
                 with self._lock:
                     for h in due:
-                        if h.message.message_id not in failed:
+                        if h.message.receipt_handle not in failed:
                             h.extended_at = now
 
     def _housekeeping(self) -> None:

@@ -80,11 +80,20 @@ def test_bad_aws_or_database_settings_are_configuration_errors(stack: Stack, env
     assert "s3cret" not in result.stderr
 
 
-def test_missing_database_names_itself_not_a_pool_timeout(stack: Stack) -> None:
-    env = stack.env(LOGIN_ETL_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/no_such_db_x")
-    result = stack.cli("init-db", env=env, check=False, timeout=60)
+@pytest.mark.parametrize(("url", "reason"), [
+    ("postgresql://postgres@127.0.0.1:5432/no_such_db_x", "the database does not exist"),
+    ("postgresql://no_such_role_x@127.0.0.1:5432/postgres", "the role does not exist"),
+    ("postgresql://postgres@127.0.0.1:1/postgres", "connection refused"),
+    # an unencoded "@" in the password: libpq would quote the rest of it as the host name
+    ("postgresql://app:Tr0ub@dor99@127.0.0.1:5432/app", "host name not found"),
+])
+def test_database_start_up_failures_say_why_without_the_url(stack: Stack, url: str,
+                                                             reason: str) -> None:
+    result = stack.cli("init-db", env=stack.env(LOGIN_ETL_DATABASE_URL=url), check=False,
+                       timeout=60)
     assert result.returncode == 1
-    assert 'database "no_such_db_x" does not exist' in result.stderr
+    assert reason in result.stderr and "PoolClosed" not in result.stderr
+    assert "Tr0ub" not in result.stderr and "dor99" not in result.stderr
 
 
 @pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b"\x1f\x8b\x08\x00broken", b"  \n"])

@@ -282,3 +282,89 @@ def test_a_release_past_the_shutdown_bound_stops_sending(no_retry_waits: None) -
     failed = queue.change_visibility([received(i) for i in range(30)], 0,
                                      deadline=time.monotonic() + 0.1)
     assert len(client.calls) == 2 and len(failed) == 10
+
+
+def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> None:
+    """_drained asks SQS for the depth after checking what it holds; a poller that receives
+    (and even settles) meanwhile hid messages SQS no longer counts as visible."""
+    source = FakeSource([received(1)], slow_seconds=0)
+    w, _ = worker(source, until_empty=True)
+    w._empty_receives = w.settings.pollers
+    depth = source.depth
+
+    def depth_while_a_poller_receives() -> Depth:
+        w._receive(0)
+        w._held.clear()  # already settled by the time depth() answers
+        return depth()
+
+    source.depth = depth_while_a_poller_receives  # type: ignore[method-assign]
+    assert w._drained() is False
+    source.depth = depth  # type: ignore[method-assign]
+    w._empty_receives = w.settings.pollers  # the pollers came back empty since
+    assert w._drained() is True
+
+
+def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
+    """Failures are matched by receipt handle: the old copy's stale handle failing must not
+    leave the live copy looking unextended (and the other way round)."""
+    source = FakeSource([], slow_seconds=0)
+    w, _ = worker(source, visibility=6)
+    old, new = received(1, "rh-old"), received(1, "rh-new")
+    for m in (old, new):
+        w._held[m.receipt_handle] = _Held(m, time.monotonic() - 10)
+    extend = source.change_visibility
+
+    def stale_old_handle(messages: Sequence[Received], timeout: int,
+                         deadline: float | None = None) -> list[str]:
+        extend(messages, timeout)
+        return ["rh-old"]
+
+    source.change_visibility = stale_old_handle  # type: ignore[method-assign]
+    beat = threading.Thread(target=w._heartbeat, daemon=True)
+    beat.start()
+    deadline = time.monotonic() + 5
+    while not source.extended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    w.stopping.set()
+    assert time.monotonic() - w._held["rh-new"].extended_at < 5
+    assert time.monotonic() - w._held["rh-old"].extended_at > 9
+
+
+class RedriveDlq:
+    """Two messages; their delete after the copy fails for one."""
+
+    def __init__(self) -> None:
+        self.sealer = Masker([MaskingKey("k", b"k" * 32)])
+        self.messages = [received(0), received(1)]
+
+    def depth(self) -> Depth:
+        return Depth(len(self.messages), 0, 0)
+
+    def receive(self, wait_seconds: int, visibility_timeout: int,
+                max_messages: int = 10) -> list[Received]:
+        taken, self.messages = self.messages, []
+        return taken
+
+    def delete(self, messages: Sequence[Received]) -> list[str]:
+        return [messages[0].message_id]
+
+
+class RedriveSource:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_bodies(self, bodies: Sequence[str], attributes: Any = None) -> int:
+        self.sent += bodies
+        return len(bodies)
+
+
+def test_redrive_fails_loudly_when_the_dlq_keeps_what_was_copied() -> None:
+    """Copies went to the source, but one original is still in the DLQ: "moved 2" would be
+    wrong (it will be redriven again; the ledger stores it once), so the command fails."""
+    from login_etl.queue import redrive
+
+    source = RedriveSource()
+    with pytest.raises(QueueError, match="could not be deleted"):
+        redrive(RedriveDlq(), source)  # type: ignore[arg-type]
+    assert len(source.sent) == 2
