@@ -170,15 +170,13 @@ class Queue:
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
-                unconfirmed = {f["Id"] for f in response.get("Failed", ())}
-                delivered.extend(e["Id"] for e in pending if e["Id"] not in unconfirmed)
-                failed_ids = {f["Id"] for f in response.get("Failed", ())
-                              if not _is_final(f)}
-                final = [f for f in response.get("Failed", ()) if _is_final(f)]
-                if final:
-                    final_ids = {f["Id"] for f in final}
-                    still_failed.extend(e for e in pending if e["Id"] in final_ids)
-                pending[:] = [e for e in pending if e["Id"] in failed_ids]
+                failures = response.get("Failed", ())
+                final_ids = {f["Id"] for f in failures if _is_final(f)}
+                retry_ids = {f["Id"] for f in failures} - final_ids
+                delivered.extend(e["Id"] for e in pending
+                                 if e["Id"] not in final_ids and e["Id"] not in retry_ids)
+                still_failed.extend(e for e in pending if e["Id"] in final_ids)
+                pending[:] = [e for e in pending if e["Id"] in retry_ids]
                 if pending:
                     raise _PartialFailure(pending)
 
@@ -263,12 +261,16 @@ class Queue:
             raise
         return [rejected[i][0].message_id for i in failed]
 
-    def depth(self) -> Depth:
-        attributes = self._call(
+    def _attributes(self, *names: str) -> dict[str, str]:
+        return self._call(
             "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"],
-        ).get("Attributes") or {}
+            AttributeNames=list(names),
+        ).get("Attributes") or {}  # SQS leaves "Attributes" out when none of them is set
+
+    def depth(self) -> Depth:
+        attributes = self._attributes("ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible",
+                                      "ApproximateNumberOfMessagesDelayed")
         depth = Depth(
             visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -280,11 +282,7 @@ class Queue:
         return depth
 
     def attribute(self, name: str) -> str | None:
-        attributes = self._call(
-            "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
-            AttributeNames=[name],
-        ).get("Attributes") or {}  # SQS leaves "Attributes" out when the queue has none set
-        return attributes.get(name)
+        return self._attributes(name).get(name)
 
 
 def _is_final(failure: dict[str, Any]) -> bool:

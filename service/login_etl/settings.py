@@ -60,13 +60,19 @@ class Settings:
     shutdown_timeout: float = 25.0
     ledger_retention_days: int = 15
     pool_size: int = 0
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
     # What the AWS_* environment said, if anything: otherwise region and endpoint follow the
-    # queue URL, also when --queue-url replaces it.
+    # queue URL (see the properties), also when --queue-url replaces it.
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
     sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of sqs_client.py
+
+    @property
+    def region(self) -> str:
+        return self.aws_region or _region_of(self.queue_url)
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.aws_endpoint_url or _endpoint_of(self.queue_url)
 
     @property
     def writing_key(self) -> MaskingKey:
@@ -84,9 +90,6 @@ class Settings:
     def with_overrides(self, **changes: Any) -> Settings:
         """Apply CLI flags (None means "not given") and re-check the result."""
         given = {k: v for k, v in changes.items() if v is not None}
-        if "queue_url" in given:
-            given["region"] = self.aws_region or _region_of(given["queue_url"])
-            given["endpoint_url"] = self.aws_endpoint_url or _endpoint_of(given["queue_url"])
         updated = replace(self, **given)
         updated.check()
         return updated
@@ -127,8 +130,6 @@ class Settings:
             return value.strip() if value is not None and value.strip() else None
 
         queue_url = get("QUEUE_URL") or DEFAULT_QUEUE_URL
-        aws_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
-        aws_endpoint_url = env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None
         log_format = get("LOG_FORMAT") or ("console" if os.isatty(2) else "json")
         settings = cls(
             queue_url=queue_url,
@@ -148,10 +149,8 @@ class Settings:
             ledger_retention_days=_int(get, "LEDGER_RETENTION_DAYS", cls.ledger_retention_days),
             pool_size=_int(get, "DB_POOL_SIZE", 0),
             sqs_client=(get("SQS_CLIENT") or "lean").lower(),
-            region=aws_region or _region_of(queue_url),
-            endpoint_url=aws_endpoint_url or _endpoint_of(queue_url),
-            aws_region=aws_region,
-            aws_endpoint_url=aws_endpoint_url,
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None,
         )
         settings.check()
         return settings

@@ -180,10 +180,10 @@ def read_response(reader: Any) -> tuple[int, dict[str, str], bytes, bool]:
     elif "content-length" in headers:
         try:
             length = int(headers["content-length"])
+            if length < 0:  # read(-1) would read to the end of the connection
+                raise ValueError(length)
         except ValueError:
             raise http.client.BadStatusLine("bad Content-Length") from None
-        if length < 0:  # read(-1) would read to the end of the connection
-            raise http.client.BadStatusLine("bad Content-Length")
         body = reader.read(length)
         if len(body) < length:
             raise http.client.IncompleteRead(body, length - len(body))

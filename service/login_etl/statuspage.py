@@ -650,7 +650,8 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     if not data["rejections"]["reasons"]:
         reasons.add_row(Text(data["rejections"]["empty_text"], style="dim"), Text(""))
 
-    if width is not None and width < _SIDE_BY_SIDE_WIDTH:
+    narrow = width is not None and width < _SIDE_BY_SIDE_WIDTH
+    if narrow:
         top: Any = Group(queues, through, reasons)
     else:
         top = Table.grid(padding=(0, 4))
@@ -659,7 +660,6 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     rows = Table(title=f"user_logins: {data['rows']['total_text'].replace(',', '')} rows, "
                  f"latest {len(snapshot.rows)}", box=box.SIMPLE_HEAD, title_justify="left",
                  pad_edge=False, collapse_padding=True)
-    narrow = width is not None and width < _SIDE_BY_SIDE_WIDTH
     labels = {c: _SHORT_LABELS.get(c, c) if narrow else c for c in snapshot.columns}
     natural = {c: max([len(labels[c]), *(len(r[i] or "null") for r in snapshot.rows)])
                for i, c in enumerate(snapshot.columns)}

@@ -326,7 +326,7 @@ def test_transport_failures_are_botocore_exceptions_and_retryable(server: Any) -
 
 def settings_for(**changes: Any) -> Settings:
     return Settings(queue_url="http://127.0.0.1:4566/000000000000/q",
-                    endpoint_url="http://127.0.0.1:4566").with_overrides(**changes)
+                    aws_endpoint_url="http://127.0.0.1:4566").with_overrides(**changes)
 
 
 @pytest.fixture
@@ -376,5 +376,5 @@ def test_no_proxy_and_the_setting(aws_env: pytest.MonkeyPatch) -> None:
     assert lean_client(settings_for(), 4) is not None
     assert lean_client(settings_for(sqs_client="boto3"), 4) is None
     aws_client = lean_client(Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/1/q",
-                                      region="eu-west-1"), 4)
+                                      aws_region="eu-west-1"), 4)
     assert aws_client is not None and aws_client.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
