@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from login_etl import metrics, retrying, sqs_client
+from login_etl import metrics, retrying
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.settings import ConfigError, Settings
+from login_etl.sqs import lean_client
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
@@ -58,7 +59,7 @@ class Depth:
 def make_client(settings: Settings, *, pool: int | None = None) -> Any:
     """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
 
-    The lean JSON-protocol client (sqs_client.py: a quarter of boto3's CPU per call) unless
+    The lean JSON-protocol client (login_etl.sqs: a quarter of boto3's CPU per call) unless
     the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
     or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
     """
@@ -73,7 +74,7 @@ def make_client(settings: Settings, *, pool: int | None = None) -> Any:
 
 
 def _make_client(settings: Settings, pool: int) -> Any:
-    lean = sqs_client.lean_client(settings, pool)
+    lean = lean_client(settings, pool)
     if lean is not None:
         return lean
     import boto3  # only here: its import (s3transfer and all) costs a noticeable start-up

@@ -64,7 +64,7 @@ class Settings:
     # queue URL (see the properties), also when --queue-url replaces it.
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
-    sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of sqs_client.py
+    sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of login_etl.sqs
 
     @property
     def region(self) -> str:

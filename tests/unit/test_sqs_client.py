@@ -28,7 +28,10 @@ from botocore.exceptions import (
 
 from login_etl import retrying
 from login_etl.settings import Settings
-from login_etl.sqs_client import Signer, SqsClient, host_header, lean_client, read_response
+from login_etl.sqs.choose import lean_client
+from login_etl.sqs.client import SqsClient
+from login_etl.sqs.http11 import read_response
+from login_etl.sqs.sigv4 import Signer, host_header
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
 

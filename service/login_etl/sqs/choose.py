@@ -1,0 +1,102 @@
+"""Which client the settings call for: the lean one, or None where boto3 has to do it, and
+the credentials and CA bundle boto3 would use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from login_etl.settings import Settings
+from login_etl.sqs.client import SqsClient
+
+
+def lean_client(settings: Settings, pool: int) -> SqsClient | None:
+    """This client for the settings, or None where boto3 has to do it.
+
+    boto3 keeps: LOGIN_ETL_SQS_CLIENT=boto3, an HTTP(S) proxy that applies to the endpoint,
+    and FIPS or dual-stack endpoint selection (AWS_USE_FIPS_ENDPOINT, ..._DUALSTACK_...,
+    or the same in the AWS config file). Credentials and the CA bundle (AWS_CA_BUNDLE or
+    the config file's ca_bundle) are what boto3 would use: the environment's when the
+    environment alone decides them, else those of a botocore session.
+    """
+    if settings.sqs_client != "lean":
+        return None
+    endpoint = settings.endpoint_url or _aws_endpoint(settings.region)
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if _proxied(parts.scheme, parts.hostname):
+        return None
+    env = os.environ
+    if _environment_decides(env):
+        # The chain's first provider answers from the environment; no session (and no 0.2 s
+        # of botocore imports at every start) is needed to know it.
+        credentials: Any = _EnvironmentCredentials(
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+            env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)
+        flags = [env.get(f"AWS_USE_{name}_ENDPOINT", "") for name in ("FIPS", "DUALSTACK")]
+        ca_bundle = env.get("AWS_CA_BUNDLE") or None
+    else:
+        import botocore.session
+
+        session = botocore.session.get_session()
+        credentials = session.get_credentials()
+        flags = [str(session.get_config_variable(name))
+                 for name in ("use_fips_endpoint", "use_dualstack_endpoint")]
+        ca_bundle = session.get_config_variable("ca_bundle")
+    if any(flag.lower() == "true" for flag in flags):
+        return None
+    if parts.scheme == "https" and not ca_bundle:
+        ca_bundle = _default_ca_bundle()
+    return SqsClient(endpoint, settings.region, credentials, pool=pool, connect_timeout=3,
+                     read_timeout=settings.wait_time_seconds + 10, ca_bundle=ca_bundle)
+
+
+class _EnvironmentCredentials:
+    """Static keys from the environment, shaped like botocore's frozen credentials."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.token = token
+
+    def get_frozen_credentials(self) -> _EnvironmentCredentials:
+        return self
+
+
+def _environment_decides(env: Mapping[str, str]) -> bool:
+    """Static keys in the environment, and no profile or config file that could say otherwise."""
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        return False
+    if any(env.get(name) for name in ("AWS_CREDENTIAL_EXPIRATION", "AWS_PROFILE",
+                                      "AWS_DEFAULT_PROFILE")):
+        return False
+    config = env.get("AWS_CONFIG_FILE") or os.path.join("~", ".aws", "config")
+    return not os.path.exists(os.path.expanduser(config))
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether an HTTP(S)_PROXY of the environment applies to this host (NO_PROXY aside)."""
+    if not any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" for k in os.environ):
+        return False
+    import urllib.request
+
+    proxy = urllib.request.getproxies().get(scheme)
+    return bool(proxy) and not urllib.request.proxy_bypass(host)
+
+
+def _aws_endpoint(region: str) -> str:
+    """botocore's standard SQS endpoint for a region (the aws and aws-cn partitions)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://sqs.{region}.{suffix}"
+
+
+def _default_ca_bundle() -> str | None:
+    """The bundle botocore verifies with by default (certifi's, else its own cacert.pem)."""
+    from botocore.httpsession import get_cert_path
+
+    path = get_cert_path(True)
+    return path if isinstance(path, str) else None
+

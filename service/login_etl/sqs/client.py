@@ -1,0 +1,141 @@
+"""The SqsClient: the five SQS operations Queue calls, over http11's pooled connections."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import (
+    ConnectionClosedError,
+    HTTPClientError,
+    ReadTimeoutError,
+)
+
+from login_etl import __version__
+from login_etl.sqs.http11 import Connections, read_response
+from login_etl.sqs.sigv4 import Signer, host_header
+
+_USER_AGENT = f"login-etl/{__version__}"
+
+
+def _encode_blob(value: Any) -> str:
+    """JSON protocol blobs (BinaryValue) travel as base64, as the boto3 serializer sends them."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class SqsClient:
+    """The five SQS operations Queue calls, with boto3's keyword arguments and response dicts."""
+
+    def __init__(self, endpoint_url: str, region: str, credentials: Any, *, pool: int = 10,
+                 connect_timeout: float = 3, read_timeout: float = 30, tcp_keepalive: bool = True,
+                 ca_bundle: str | None = None) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        context = None
+        if urlsplit(self.endpoint_url).scheme == "https":  # lowercased: "HTTPS://" is TLS too
+            # botocore takes a directory as a CA path as well as a file
+            where = {"capath" if ca_bundle and os.path.isdir(ca_bundle) else "cafile": ca_bundle}
+            context = ssl.create_default_context(**where)
+        self._connections = Connections(self.endpoint_url + "/", pool, connect_timeout,
+                                         read_timeout, tcp_keepalive, context)
+        self._host = host_header(self.endpoint_url)
+        self._signer = Signer(credentials, region, self._host)
+        self._error_parser: Any = None
+
+    def receive_message(self, **params: Any) -> dict[str, Any]:
+        response = self._call("ReceiveMessage", params)
+        for message in response.get("Messages") or ():
+            for attribute in (message.get("MessageAttributes") or {}).values():
+                _decode_binary(attribute)
+        return response
+
+    def delete_message_batch(self, **params: Any) -> dict[str, Any]:
+        return self._call("DeleteMessageBatch", params)
+
+    def change_message_visibility_batch(self, **params: Any) -> dict[str, Any]:
+        return self._call("ChangeMessageVisibilityBatch", params)
+
+    def send_message_batch(self, **params: Any) -> dict[str, Any]:
+        return self._call("SendMessageBatch", params)
+
+    def get_queue_attributes(self, **params: Any) -> dict[str, Any]:
+        return self._call("GetQueueAttributes", params)
+
+    def close(self) -> None:
+        self._connections.close()
+
+    def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(params, separators=(",", ":"), default=_encode_blob).encode()
+        headers = self._signer.headers(f"AmazonSQS.{operation}", body)
+        headers["Accept-Encoding"] = "identity"
+        headers["Connection"] = "keep-alive"
+        headers["User-Agent"] = _USER_AGENT
+        status, response_headers, data = self._send(body, headers)
+        if 200 <= status < 300:
+            try:
+                parsed: dict[str, Any] = json.loads(data) if data else {}
+                if not isinstance(parsed, dict):
+                    raise ValueError("the response body is not a JSON object")
+            except ValueError as exc:
+                raise HTTPClientError(error=exc) from exc
+            parsed["ResponseMetadata"] = {
+                "RequestId": response_headers.get("x-amzn-requestid", ""),
+                "HTTPStatusCode": status,
+            }
+            return parsed
+        raise self._client_error(operation, status, response_headers, data)
+
+    def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """One request on a kept connection, head and body in one write."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = (f"POST / HTTP/1.1\r\nHost: {self._host}\r\nContent-Length: {len(body)}\r\n"
+                   f"{head}\r\n").encode("latin-1") + body
+        conn = self._connections.get()
+        try:
+            conn.sock.sendall(request)
+            status, response_headers, data, close = read_response(conn.reader)
+        except TimeoutError as exc:
+            conn.close()
+            raise ReadTimeoutError(endpoint_url=self._connections.url, error=exc) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise ConnectionClosedError(endpoint_url=self._connections.url, error=exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        if close:
+            conn.close()
+        else:
+            self._connections.put(conn)
+        return status, response_headers, data
+
+    def _client_error(self, operation: str, status: int, headers: dict[str, str],
+                      data: bytes) -> Exception:
+        """The ClientError boto3 would raise: botocore's own JSON error parser reads the body."""
+        from botocore.exceptions import ClientError
+        from botocore.parsers import create_parser
+
+        if self._error_parser is None:
+            self._error_parser = create_parser("json")
+        try:
+            parsed = self._error_parser.parse(
+                {"status_code": status, "headers": headers, "body": data}, None)
+        except Exception:  # JSON but not an object: what botocore gives for a non-JSON body
+            parsed = {"Error": {"Code": str(status), "Message": "unreadable error response"},
+                      "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(parsed, operation)
+
+
+def _decode_binary(attribute: dict[str, Any]) -> None:
+    if "BinaryValue" in attribute:
+        attribute["BinaryValue"] = base64.b64decode(attribute["BinaryValue"])
+    if "BinaryListValues" in attribute:
+        attribute["BinaryListValues"] = [base64.b64decode(v)
+                                         for v in attribute["BinaryListValues"]]
+
