@@ -1,7 +1,8 @@
 """The status page in a real browser (Debian's headless chromium) against a running worker.
 
-The DOM is read after the page's script has refreshed it from /status.json at least once
-(body[data-updates] >= 1), so both the server-rendered and the script-rendered paths are checked.
+The DOM is read after the page's script has refreshed it at least once (body[data-updates]
+>= 1): the server renders the page, and the script swaps in the parts of a fresh copy, so what
+is checked is the page as a browser keeps it, after the first load and after a refresh.
 Set LOGIN_ETL_UPDATE_SCREENSHOT=1 to rewrite docs/status-page.png from the sample run.
 """
 

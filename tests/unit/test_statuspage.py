@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -25,6 +27,7 @@ from login_etl.statuspage import (
     render_rich,
     to_json,
 )
+from login_etl.statuspage.format import LEVELS
 from login_etl.worker import Health
 
 XSS = "<script>alert(1)</script>"
@@ -98,11 +101,41 @@ def test_rejection_reasons_are_escaped_too() -> None:
 
 
 def test_page_script_writes_text_only() -> None:
+    """The server is the page's only renderer: the script builds nothing from data, it swaps
+    in the parts of a freshly fetched page (and writes its own state badge as text)."""
     out = render_html(page().snapshot())
     script = out[out.index("<script>"):]
     assert "innerHTML" not in script and "outerHTML" not in script
     assert "insertAdjacentHTML" not in script and "document.write" not in script
-    assert "textContent" in script
+    assert "createElement" not in script and "eval(" not in script
+    assert "textContent" in script and "DOMParser" in script
+
+
+def test_csp_admits_exactly_the_page_own_style_and_script() -> None:
+    """The hashes in the CSP are those of the inline style and script as served."""
+    out = render_html(page().snapshot())
+    style = out.split("<style>", 1)[1].split("</style>", 1)[0]
+    script = out.split("<script>", 1)[1].split("</script>", 1)[0]
+    for source in (style, script):
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in CSP
+    assert style.strip() and script.strip()
+    assert all(f".h{i}{{" in style for i in range(LEVELS + 1))
+
+
+def test_a_refresh_swaps_every_part_that_can_change() -> None:
+    """The script replaces #generated and <main> with a fresh page's: everything that
+    depends on data is inside them, the rest of the page is the same for any snapshot."""
+    def outside(out: str) -> str:
+        head, rest = out.split('<span id="generated">', 1)
+        rest = rest.split("</span>", 1)[1]
+        return head + rest.split("<main>", 1)[0] + rest.split("</main>", 1)[1]
+
+    quiet = StatusPage(FakeQueue("source", QueueError("down")), FakeQueue("dlq", Depth(0, 0, 0)),
+                       FakeStore([]), counters=lambda: None, clock=lambda: 1_000.0)
+    busy = page(clock=lambda: 1_767_225_700.0)
+    assert render_html(quiet.snapshot()) != render_html(busy.snapshot())
+    assert outside(render_html(quiet.snapshot())) == outside(render_html(busy.snapshot()))
 
 
 def test_no_raw_body_is_ever_rendered() -> None:
