@@ -162,7 +162,7 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
     if settings.http_port:
         try:
             page = StatusPage(source, dlq, store)
-            http.serve(settings.http_port, http.routes(worker.health, store.ping, page))
+            http.serve(settings.http_port, http.routes(worker.health, page))
             page.start_sampling()
         except OSError as exc:
             fail(f"cannot listen on port {settings.http_port}: {exc.strerror}")

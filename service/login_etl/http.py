@@ -1,27 +1,49 @@
 """The service's HTTP port: /metrics, /healthz (the loop is alive), /readyz (DB and SQS reachable),
 and the status page (/ and /status.json, see statuspage.py).
 
-Read-only and dependency-free (http.server in a daemon thread): a probe must never be able to
-change data or block the worker. Only GET and HEAD are answered; any other method gets 405.
+Read-only: a probe must never be able to change data or block the worker. Only GET and HEAD
+are answered; any other method gets 405.
+
+Bounded whatever clients do: one selector thread owns every connection, reads request heads
+without blocking and answers the probes and /metrics itself (they read memory only); the
+status page's routes, which may read SQS and Postgres on a cache miss, run on PAGE_THREADS
+threads. At most MAX_CONNECTIONS are open (the one nearest its deadline is closed to admit a
+new one), a request head must arrive within READ_TIMEOUT_SECONDS of the connection opening or
+of the previous answer (so idle and trickling connections are closed), and an answer the
+client does not take within WRITE_TIMEOUT_SECONDS is dropped with its connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import selectors
+import socket
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from login_etl import metrics
-from login_etl.worker import Health
+from login_etl.health import Health
 
 if TYPE_CHECKING:
     from login_etl.statuspage import StatusPage
 
 STALL_SECONDS = 60.0
+MAX_CONNECTIONS = 256
+MAX_HEAD_BYTES = 16_384
+READ_TIMEOUT_SECONDS = 10.0
+WRITE_TIMEOUT_SECONDS = 10.0
+PAGE_THREADS = 2
+# Answered on the selector thread: they read the worker's memory only, never a dependency.
+INLINE = frozenset({"/healthz", "/readyz", "/metrics"})
 
 Route = Callable[[], tuple[int, str, bytes]]
 
@@ -30,8 +52,7 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
 
-def routes(health: Health, db_ping: Callable[[], bool],
-           status: StatusPage | None = None) -> dict[str, Route]:
+def routes(health: Health, status: StatusPage | None = None) -> dict[str, Route]:
     """The probes and metrics, plus `/` and `/status.json` when a status page is given."""
     def healthz() -> tuple[int, str, bytes]:
         stalled = health.stalled(STALL_SECONDS)
@@ -39,12 +60,13 @@ def routes(health: Health, db_ping: Callable[[], bool],
                                                "stalled": stalled})
 
     def readyz() -> tuple[int, str, bytes]:
-        db = db_ping()
+        db, sqs = health.db_ready(), health.sqs_ok
         metrics.DEPENDENCY_UP.labels("postgres").set(int(db))
-        metrics.DEPENDENCY_UP.labels("sqs").set(int(health.sqs_ok))
-        ready = db and health.sqs_ok
+        metrics.DEPENDENCY_UP.labels("sqs").set(int(sqs))
+        ready = db and sqs
         return _json(200 if ready else 503, {"status": "ready" if ready else "not_ready",
-                                             "postgres": db, "sqs": health.sqs_ok})
+                                             "postgres": db, "sqs": sqs,
+                                             "seconds_since_success": health.ages()})
 
     def metrics_page() -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, generate_latest()
@@ -55,47 +77,282 @@ def routes(health: Health, db_ping: Callable[[], bool],
     return table
 
 
-def serve(port: int, table: dict[str, Route], host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self._respond(head=False)
+def _answer(status: int, content_type: str, body: bytes, *, head: bool, keep_alive: bool,
+            extra: dict[str, str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+             "Server: login-etl",
+             f"Date: {formatdate(usegmt=True)}",
+             f"Content-Type: {content_type}",
+             f"Content-Length: {len(body)}",
+             "Cache-Control: no-store",
+             "X-Content-Type-Options: nosniff",
+             f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
 
-        def do_HEAD(self) -> None:
-            self._respond(head=True)
 
-        def _respond(self, head: bool) -> None:
-            route = table.get(self.path.split("?", 1)[0])
+def _run_route(route: Route) -> tuple[int, str, bytes]:
+    try:
+        return route()
+    except Exception as exc:
+        # A failing page must answer, not drop the connection.
+        return _json(500, {"error": type(exc).__name__})
+
+
+class _Conn:
+    __slots__ = ("busy", "close_after", "closed", "deadline", "events", "inbuf", "outbuf",
+                 "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.deadline = deadline
+        # On a page thread: no deadline and no reading until its answer is queued.
+        self.busy = False
+        self.close_after = False
+        self.closed = False
+        self.events = 0
+
+
+class Server:
+    """The port's listener, its selector thread and its page threads."""
+
+    def __init__(self, host: str, port: int, table: dict[str, Route]) -> None:
+        self.table = table
+        self._listener = socket.create_server((host, port), backlog=128)
+        self._listener.setblocking(False)
+        self.server_address = self._listener.getsockname()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        self._conns: set[_Conn] = set()
+        self._jobs: queue.Queue[tuple[_Conn, Route, bool, bool] | None] = queue.Queue()
+        self._done: deque[tuple[_Conn, bytes, bool]] = deque()
+        self._stopped = False
+        # Daemon threads: a page stuck on a dependency must not hold the process at exit.
+        self._threads = [threading.Thread(target=self._loop, name="http", daemon=True)]
+        self._threads += [threading.Thread(target=self._page_worker, name=f"http-page-{i}",
+                                           daemon=True) for i in range(PAGE_THREADS)]
+        for thread in self._threads:
+            thread.start()
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake()
+        for _ in range(PAGE_THREADS):
+            self._jobs.put(None)
+        self._threads[0].join(5)
+
+    def server_close(self) -> None:
+        for conn in list(self._conns):
+            self._close(conn)
+        with contextlib.suppress(Exception):
+            self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    # -- the selector thread ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            timeout = self._expire(time.monotonic())
+            for key, mask in self._selector.select(timeout):
+                if key.data is None:
+                    self._accept()
+                elif key.data is self._wake_r:
+                    self._finish_pages()
+                else:
+                    conn: _Conn = key.data
+                    if mask & selectors.EVENT_WRITE and not conn.closed:
+                        self._flush(conn)
+                    if mask & selectors.EVENT_READ and not conn.closed:
+                        self._read(conn)
+                    self._serve(conn)
+
+    def _expire(self, now: float) -> float:
+        """Close connections past their deadline; the wait until the next one (at most 1 s)."""
+        nearest = now + 1.0
+        for conn in list(self._conns):
+            if conn.busy:
+                continue
+            if conn.deadline <= now:
+                self._close(conn)
+            else:
+                nearest = min(nearest, conn.deadline)
+        return max(0.0, nearest - now)
+
+    def _accept(self) -> None:
+        while True:
             try:
-                status, content_type, body = (route() if route else
-                                              _json(404, {"error": "not found"}))
-            except Exception as exc:  # a failing page must answer, not drop the connection
-                status, content_type, body = _json(500, {"error": type(exc).__name__})
-            self._send(status, content_type, body, head=head)
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # Out of descriptors or the like: what is open keeps being served.
+                return
+            if len(self._conns) >= MAX_CONNECTIONS and not self._evict():
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = _Conn(sock, time.monotonic() + READ_TIMEOUT_SECONDS)
+            self._conns.add(conn)
+            self._want(conn, selectors.EVENT_READ)
 
-        def _not_allowed(self) -> None:
-            """Nothing on this port changes data: refuse every method but GET and HEAD."""
-            self._send(405, *_json(405, {"error": "method not allowed"})[1:],
-                       extra={"Allow": "GET, HEAD"})
+    def _evict(self) -> bool:
+        """Close the waiting connection nearest its deadline to make room for a new one."""
+        waiting = [c for c in self._conns if not c.busy and not c.outbuf]
+        if not waiting:
+            return False
+        self._close(min(waiting, key=lambda c: c.deadline))
+        return True
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65_536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        conn.inbuf += data
 
-        def _send(self, status: int, content_type: str, body: bytes,
-                  extra: dict[str, str] | None = None, head: bool = False) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for name, value in (extra or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
+    def _serve(self, conn: _Conn) -> None:
+        """Answer the complete requests in the buffer, one at a time, while answers leave at
+        once; reading resumes only when all are answered, so the buffer stays bounded."""
+        while not (conn.closed or conn.busy or conn.outbuf) and self._request(conn):
+            if conn.outbuf:
+                self._flush(conn)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            """Probes every few seconds are not worth a log line each."""
+    def _request(self, conn: _Conn) -> bool:
+        """Take the first request off the buffer and answer it (or hand it to a page thread);
+        False when no whole request head is there yet."""
+        end = conn.inbuf.find(b"\r\n\r\n")
+        size = 4
+        bare = conn.inbuf.find(b"\n\n")
+        if bare >= 0 and (end < 0 or bare < end):
+            end, size = bare, 2
+        if end < 0:
+            if len(conn.inbuf) <= MAX_HEAD_BYTES:
+                return False
+            self._reply(conn, *_json(431, {"error": "request head too large"}), head=False,
+                        keep_alive=False)
+            return True
+        head = bytes(conn.inbuf[:end]).decode("latin-1")
+        del conn.inbuf[:end + size]
+        request_line, *header_lines = head.lstrip("\r\n").split("\n")
+        parts = request_line.strip().split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._reply(conn, *_json(400, {"error": "bad request"}), head=False, keep_alive=False)
+            return True
+        method, target, version = parts
+        fields: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip().lower()
+        tokens = {t.strip() for t in fields.get("connection", "").split(",")}
+        keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
+        if fields.get("content-length", "0") not in ("", "0") or "transfer-encoding" in fields:
+            # A request body is never read: answering and closing keeps the framing honest.
+            keep_alive = False
+        if method not in ("GET", "HEAD"):
+            self._reply(conn, *_json(405, {"error": "method not allowed"}), head=False,
+                        keep_alive=keep_alive, extra={"Allow": "GET, HEAD"})
+            return True
+        path = target.split("?", 1)[0]
+        route = self.table.get(path)
+        if route is None:
+            self._reply(conn, *_json(404, {"error": "not found"}), head=method == "HEAD",
+                        keep_alive=keep_alive)
+        elif path in INLINE:
+            self._reply(conn, *_run_route(route), head=method == "HEAD", keep_alive=keep_alive)
+        else:
+            conn.busy = True
+            self._want(conn, 0)
+            self._jobs.put((conn, route, method == "HEAD", keep_alive))
+        return True
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server
+    def _reply(self, conn: _Conn, status: int, content_type: str, body: bytes, *, head: bool,
+               keep_alive: bool, extra: dict[str, str] | None = None) -> None:
+        conn.outbuf += _answer(status, content_type, body, head=head, keep_alive=keep_alive,
+                               extra=extra)
+        conn.close_after = not keep_alive
+        conn.deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+
+    def _flush(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.outbuf)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        del conn.outbuf[:sent]
+        if conn.outbuf:
+            self._want(conn, selectors.EVENT_WRITE)
+            return
+        if conn.close_after:
+            self._close(conn)
+            return
+        conn.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+        self._want(conn, selectors.EVENT_READ)
+
+    def _want(self, conn: _Conn, events: int) -> None:
+        if events == conn.events or conn.closed:
+            return
+        if not conn.events:
+            self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        self._want(conn, 0)
+        conn.closed = True
+        self._conns.discard(conn)
+        conn.sock.close()
+
+    # -- page threads ----------------------------------------------------------------------
+
+    def _page_worker(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            conn, route, head, keep_alive = job
+            status, content_type, body = _run_route(route)
+            self._done.append((conn, _answer(status, content_type, body, head=head,
+                                             keep_alive=keep_alive), keep_alive))
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _finish_pages(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._wake_r.recv(4096):
+                pass
+        while self._done:
+            conn, answer, keep_alive = self._done.popleft()
+            conn.busy = False
+            if conn.closed:
+                continue
+            conn.outbuf += answer
+            conn.close_after = not keep_alive
+            conn.deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+            self._flush(conn)
+            self._serve(conn)
+
+
+def serve(port: int, table: dict[str, Route], host: str = "0.0.0.0") -> Server:
+    return Server(host, port, table)

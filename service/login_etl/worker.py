@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from login_etl import logs, metrics
+from login_etl.health import Health
 from login_etl.masking import Masker
 from login_etl.messages import Received, parse
 from login_etl.pipeline import Item, Outcome, Pipeline
@@ -68,22 +69,6 @@ class Totals:
         self.rejected += len(outcome.rejected)
         self.not_deleted += len(outcome.not_deleted)
         self.left_in_queue += len(outcome.left_in_queue)
-
-
-@dataclass
-class Health:
-    """What /healthz and /readyz read; written by the worker threads."""
-
-    sqs_ok: bool = True
-    db_ok: bool = True
-    ticks: dict[str, float] = field(default_factory=dict)
-
-    def tick(self, name: str) -> None:
-        self.ticks[name] = time.monotonic()
-
-    def stalled(self, limit: float) -> list[str]:
-        now = time.monotonic()
-        return [name for name, at in self.ticks.items() if now - at > limit]
 
 
 class Batcher:
@@ -453,6 +438,8 @@ class Worker:
             self.health.tick("housekeeping")
             with contextlib.suppress(QueueError):
                 self.source.depth()
+            if self.health.db_ping_due():
+                self.health.db_ok = self.store.ping()
             if time.monotonic() >= next_prune and self.health.db_ok:
                 next_prune = time.monotonic() + 3600
                 try:

@@ -16,6 +16,7 @@ import pytest
 from rich.console import Console
 
 from login_etl import http
+from login_etl.health import Health
 from login_etl.queue import Depth, QueueError
 from login_etl.statuspage import (
     CSP,
@@ -28,7 +29,6 @@ from login_etl.statuspage import (
     to_json,
 )
 from login_etl.statuspage.format import LEVELS
-from login_etl.worker import Health
 
 XSS = "<script>alert(1)</script>"
 RAW_BODY = json.dumps({"user_id": "u1", "ip": "203.0.113.77", "device_id": "raw-device-4242"})
@@ -270,9 +270,9 @@ def test_throughput_counts_per_minute_from_cumulative_samples() -> None:
 
 
 def test_routes_add_the_page_and_keep_the_probes() -> None:
-    table = http.routes(Health(), lambda: True, page())
+    table = http.routes(Health(), page())
     assert {"/", "/status.json", "/metrics", "/healthz", "/readyz"} <= set(table)
-    assert set(http.routes(Health(), lambda: True)) == {"/metrics", "/healthz", "/readyz"}
+    assert set(http.routes(Health())) == {"/metrics", "/healthz", "/readyz"}
     status, content_type, body = table["/status.json"]()
     assert status == 200 and content_type == "application/json"
     assert json.loads(body)["queues"]["dlq"]["visible"] == 1
@@ -280,7 +280,7 @@ def test_routes_add_the_page_and_keep_the_probes() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Any:
-    srv = http.serve(0, http.routes(Health(), lambda: True, page()), host="127.0.0.1")
+    srv = http.serve(0, http.routes(Health(), page()), host="127.0.0.1")
     yield srv
     srv.shutdown()
     srv.server_close()
