@@ -1,5 +1,5 @@
 """The service's HTTP port: /metrics, /healthz (the loop is alive), /readyz (DB and SQS reachable),
-and the status page (/ and /status.json, see statuspage.py).
+and the status page (/ and /status.json, see the statuspage package).
 
 Read-only: a probe must never be able to change data or block the worker. Only GET and HEAD
 are answered; any other method gets 405.
