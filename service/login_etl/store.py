@@ -56,6 +56,19 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 }
 
 
+# psycopg_pool doubles the wait between reconnect attempts without bound (1, 2, 4, 8, 16 s),
+# so after a 15 s outage the pool could sit out another 16 s with the server back. Each run of
+# attempts is cut after this long and a new one started at once: one attempt about every
+# second, for as long as the outage lasts.
+RECONNECT_SECONDS = 1.0
+
+
+def _reconnect_now(pool: ConnectionPool[Any]) -> None:
+    """The pool gave up a run of reconnect attempts: check() starts the next one now."""
+    if not pool.closed:
+        pool.check()
+
+
 class StoreError(RuntimeError):
     """The database refused or could not be reached after retries; value-free description."""
 
@@ -75,6 +88,7 @@ class Store:
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_OPTIONS, name="login-etl", timeout=3,
             check=ConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_SECONDS, reconnect_failed=_reconnect_now,
         )
 
     def open(self, wait_seconds: float = 10.0) -> None:

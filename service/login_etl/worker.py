@@ -40,6 +40,9 @@ UNTIL_EMPTY_WAIT_SECONDS = 1
 UNTIL_EMPTY_SHORT_POLL_PAUSE = 0.05
 POLLER_GRACE_SECONDS = 2.0
 RELEASE_SECONDS = 3.0  # the end of the shutdown bound kept for giving held messages back
+# The longest pause between attempts while a dependency is down: its return is noticed (and
+# committing resumes) within about this long, whatever the outage lasted.
+OUTAGE_PAUSE_SECONDS = 1.0
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms). The
 # settlers and pollers wake from socket waits many times per batch, and each wake used to wait
 # out a parsing thread's 5 ms slice: the DB stage ran at 37,000 rows/s with 5 ms, 50,000-57,000
@@ -231,7 +234,7 @@ class Worker:
 
     def _poll(self) -> None:
         name = threading.current_thread().name
-        backoff = 1.0
+        backoff = OUTAGE_PAUSE_SECONDS / 4
         wait = 0 if self.until_empty else self._wait
         while not self.stopping.is_set():
             self.health.tick(name)
@@ -248,11 +251,11 @@ class Worker:
                     self._halt(f"receive failed and will not heal by retrying: {exc}")
                     return
                 self._sqs_down(exc, backoff)
-                backoff = min(backoff * 2, 15.0)
+                backoff = min(backoff * 2, OUTAGE_PAUSE_SECONDS)
                 continue
             if not self.health.sqs_ok:
                 log.info("sqs_recovered")
-            self.health.sqs_ok, backoff = True, 1.0
+            self.health.sqs_ok, backoff = True, OUTAGE_PAUSE_SECONDS / 4
             if self.until_empty:
                 wait = self._wait if len(received) == MAX_BATCH else 0
             if not received:
@@ -334,7 +337,7 @@ class Worker:
 
     def _settle(self, batch: list[Item]) -> None:
         """Settle one batch, riding out outages; give it back to the queue only at shutdown."""
-        backoff = 0.5
+        backoff = OUTAGE_PAUSE_SECONDS / 4
         messages = [m for m, _ in batch]
         try:
             while True:
@@ -349,7 +352,7 @@ class Worker:
                         self._forget_and_release(messages, "unsettled_at_shutdown")
                         return
                     self._wait_for_recovery(exc, backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = min(backoff * 2, OUTAGE_PAUSE_SECONDS)
                     continue
                 self._database_back()
                 self._settled(batch, outcome, time.perf_counter() - started)

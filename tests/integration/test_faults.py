@@ -96,9 +96,16 @@ def test_sigterm_drains_and_exits_0_within_the_bound(stack: Stack, tmp_path: Pat
     assert_exactly_once(stack, 3000)
 
 
+# After a dependency returns, the worker commits again within this bound, every time; the
+# tolerance covers this test's own polling of the table.
+RECOVERY_SECONDS = 2.0
+RECOVERY_TOLERANCE = 0.3
+
+
 @pytest.mark.parametrize("dependency", ["postgres", "sqs"])
 def test_outage_pauses_and_resumes(stack: Stack, tmp_path: Path, dependency: str) -> None:
-    """The dependency vanishes mid-run (a TCP proxy cuts it) and comes back 8 s later."""
+    """The dependency vanishes mid-run (a TCP proxy cuts it) and comes back 15 s later: the
+    worker commits again within RECOVERY_SECONDS of its return."""
     proxy = FaultProxy(5432 if dependency == "postgres" else 4566)
     port = free_port()
     log = tmp_path / "worker.log"
@@ -116,13 +123,14 @@ def test_outage_pauses_and_resumes(stack: Stack, tmp_path: Path, dependency: str
         lines_before = len(log.read_text().splitlines())
         wait_until(lambda: http_get(port, "/readyz")[0] == 503, 30, what="not ready")
         assert http_get(port, "/healthz")[0] == 200, "an outage is not a reason to restart"
-        time.sleep(max(0.0, 8 - (time.monotonic() - cut_at)))
+        time.sleep(max(0.0, 15 - (time.monotonic() - cut_at)))
         lines_during = len(log.read_text().splitlines()) - lines_before
         assert worker.poll() is None, "an outage must not crash the worker"
         rows_at_restore = stack.count_rows()
         proxy.restore()
         restored_at = time.monotonic()
-        wait_until(lambda: stack.count_rows() > rows_at_restore or rows_at_restore == 2000, 60,
+        assert rows_at_restore < 2000, "nothing left to commit after the outage"
+        wait_until(lambda: stack.count_rows() > rows_at_restore, 60, interval=0.05,
                    what="first commit after restore")
         recovered = time.monotonic() - restored_at
         wait_until(lambda: stack.count_rows() == 2000, 90, what="all rows")
@@ -140,7 +148,7 @@ def test_outage_pauses_and_resumes(stack: Stack, tmp_path: Path, dependency: str
     assert code == 0
     assert lines_during < 40, "the worker must not spin or flood the log during an outage"
     assert retries > 0
-    assert recovered < 20
+    assert recovered < RECOVERY_SECONDS + RECOVERY_TOLERANCE
     assert_exactly_once(stack, 2000)
 
 
