@@ -1,0 +1,325 @@
+"""What is retried, how often, and how it is described: every class of error decided by a table.
+
+A wrong decision either way hurts: an error that cannot heal retried hides its cause behind
+minutes of backoff (and a NoCredentialsError retried forever is an outage nobody sees), an
+outage not retried turns a blip into a paused worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions as boto
+import psycopg
+import psycopg.errors as pg
+import psycopg_pool
+import pytest
+
+from login_etl import metrics, retrying
+from login_etl.retrying import RetryAgain, db_retryable, describe, sqs_retryable
+
+RETRYABLE_SQS_CODES = [
+    "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
+    "ThrottlingException", "Throttling", "RequestTimeout", "SlowDown", "KmsThrottled",
+    "KMS.ThrottlingException", "AWS.SimpleQueueService.ServiceUnavailable",
+]
+PERMANENT_SQS_CODES = [
+    "AccessDenied", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
+    "InvalidParameterValue", "InvalidClientTokenId", "SignatureDoesNotMatch", "MissingParameter",
+    "KMS.AccessDeniedException", "OverLimit", "", "throttling", "ServiceUnavailable ",
+]
+# botocore's own classes that are an outage of the connection: everything else is permanent
+# (missing or partial credentials, bad parameters, no region, an unknown endpoint ...).
+BOTO_RETRIED = {
+    "ConnectionError", "EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError",
+    "SSLError", "HTTPClientError", "ConnectionClosedError", "ReadTimeoutError",
+    "ResponseStreamingError",
+}
+# SQLSTATE classes psycopg raises as OperationalError: connection (08), transaction rollback
+# (40: serialization failure, deadlock), resources (53), limits (54), object state (55: lock
+# not available), operator intervention (57: admin shutdown, query canceled), system (58) ...
+PG_RETRIED_CLASSES = {"08", "27", "28", "2F", "38", "39", "3B", "40", "53", "54", "55", "57",
+                      "58", "F0", "HV"}
+# (operation, attempts in all, the first included)
+ATTEMPTS = [("receive", 4), ("delete", 6), ("dlq_send", 6), ("visibility", 4),
+            ("queue_attributes", 3), ("send", 6), ("connect", 5), ("commit", 5)]
+
+
+def client_error(code: str | None, status: int | None) -> boto.ClientError:
+    response: dict[str, Any] = {}
+    if code is not None:
+        response["Error"] = {"Code": code, "Message": "m"}
+    if status is not None:
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return boto.ClientError(response, "ReceiveMessage")  # type: ignore[arg-type]
+
+
+def bare(cls: type[BaseException]) -> BaseException:
+    """An instance without running __init__ (botocore's want keyword arguments per class)."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc)
+    return exc
+
+
+def classes(module: Any, base: type) -> Iterator[type]:
+    for _, value in sorted(vars(module).items()):
+        if inspect.isclass(value) and issubclass(value, base):
+            yield value
+
+
+@pytest.mark.parametrize("code", RETRYABLE_SQS_CODES)
+@pytest.mark.parametrize("status", [400, 403, None])
+def test_each_retryable_sqs_code_is_retried_whatever_the_status(code: str, status: int | None) -> None:
+    assert sqs_retryable(client_error(code, status)) is True
+
+
+@pytest.mark.parametrize("code", PERMANENT_SQS_CODES)
+def test_other_codes_with_a_4xx_status_are_not_retried(code: str) -> None:
+    for status in (400, 403, 404, 413, 499):
+        assert sqs_retryable(client_error(code, status)) is False, (code, status)
+
+
+@pytest.mark.parametrize(("status", "retried"), [
+    (500, True), (501, True), (502, True), (503, True), (504, True), (599, True),
+    (499, False), (429, False), (400, False), (200, False), (0, False), (None, False),
+])
+def test_5xx_is_retried_4xx_is_not(status: int | None, retried: bool) -> None:
+    assert sqs_retryable(client_error("SomethingNew", status)) is retried
+    # an answer without an Error element is decided by its status alone
+    assert sqs_retryable(client_error(None, status)) is retried
+
+
+@pytest.mark.parametrize("cls", list(classes(boto, boto.BotoCoreError)), ids=lambda c: c.__name__)
+def test_each_botocore_class(cls: type[BaseException]) -> None:
+    assert sqs_retryable(bare(cls)) is (cls.__name__ in BOTO_RETRIED)
+
+
+def test_botocore_classes_are_all_covered() -> None:
+    names = {c.__name__ for c in classes(boto, boto.BotoCoreError)}
+    assert names >= BOTO_RETRIED and {"NoCredentialsError", "PartialCredentialsError",
+                                      "ParamValidationError", "NoRegionError"} <= names
+
+
+def test_a_botocore_error_is_retried_by_the_word_connect_in_its_name_only() -> None:
+    class ProxyConnectFailure(boto.BotoCoreError):
+        fmt = "x"
+
+    class CredentialRefreshFailure(boto.BotoCoreError):
+        fmt = "x"
+
+    class ConnectHandshakeLost(Exception):
+        """Not botocore's: no decision by name."""
+
+    assert sqs_retryable(ProxyConnectFailure()) is True
+    assert sqs_retryable(CredentialRefreshFailure()) is False
+    assert sqs_retryable(ConnectHandshakeLost()) is False
+    assert sqs_retryable(boto.NoCredentialsError()) is False
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError("x"), KeyError("x"), RuntimeError("x"), ConnectionResetError(), TimeoutError(),
+    psycopg.OperationalError("x"),
+], ids=lambda e: type(e).__name__)
+def test_non_sqs_errors_are_not_retried_by_the_sqs_policies(exc: BaseException) -> None:
+    assert sqs_retryable(exc) is False
+
+
+def test_retry_again_is_retried_by_both() -> None:
+    assert sqs_retryable(RetryAgain()) is True
+    assert db_retryable(RetryAgain()) is True
+
+
+@pytest.mark.parametrize("cls", [c for c in classes(pg, psycopg.Error) if getattr(c, "sqlstate", None)],
+                         ids=lambda c: f"{c.sqlstate}-{c.__name__}")
+def test_each_psycopg_class_by_its_sqlstate(cls: type[psycopg.Error]) -> None:
+    assert cls.sqlstate is not None
+    assert db_retryable(cls()) is (cls.sqlstate[:2] in PG_RETRIED_CLASSES)
+
+
+@pytest.mark.parametrize(("exc", "retried"), [
+    (psycopg.OperationalError("x"), True),
+    (pg.SerializationFailure(), True),
+    (pg.DeadlockDetected(), True),
+    (pg.AdminShutdown(), True),
+    (pg.QueryCanceled(), True),
+    (pg.LockNotAvailable(), True),
+    (pg.TooManyConnections(), True),
+    (psycopg_pool.PoolTimeout("x"), True),
+    (psycopg_pool.TooManyRequests("x"), True),
+    (psycopg.InterfaceError("x"), False),
+    (psycopg.ProgrammingError("x"), False),
+    (psycopg.DataError("x"), False),
+    (psycopg.IntegrityError("x"), False),
+    (pg.UniqueViolation(), False),
+    (pg.UndefinedTable(), False),
+    (pg.InsufficientPrivilege(), False),
+    (pg.InFailedSqlTransaction(), False),
+    (psycopg.InternalError("x"), False),
+    (psycopg.Error("x"), False),
+    (ValueError("x"), False),
+    (boto.EndpointConnectionError(endpoint_url="http://x"), False),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_db_classes(exc: BaseException, retried: bool) -> None:
+    assert db_retryable(exc) is retried
+
+
+# -- describe() -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("exc", "text"), [
+    (client_error("AccessDenied", 403), "ClientError:AccessDenied"),
+    (client_error(None, 500), "ClientError:?"),
+    (pg.UniqueViolation("duplicate key value (secret-id)"), "UniqueViolation:23505"),
+    (pg.AdminShutdown("terminating"), "AdminShutdown:57P01"),
+    (psycopg.OperationalError("connection to 10.0.0.1 failed"), "OperationalError"),
+    (boto.EndpointConnectionError(endpoint_url="http://secret-host"), "EndpointConnectionError"),
+    (ValueError("the value 192.0.2.1"), "ValueError"),
+    (psycopg_pool.PoolTimeout("x"), "PoolTimeout"),
+])
+def test_describe_names_the_class_and_code_never_the_message(exc: BaseException, text: str) -> None:
+    assert describe(exc) == text
+
+
+# -- the policies ---------------------------------------------------------------------------------
+
+
+class Clock:
+    """Fake monotonic time: tenacity's sleeps and delay bound run on it, instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr("tenacity.nap.time.sleep", fake.sleep)
+    monkeypatch.setattr("tenacity.time.monotonic", fake.monotonic)
+    # the upper end of every jittered wait, so the waits are known
+    monkeypatch.setattr("tenacity.wait.random.uniform", lambda low, high: high)
+    return fake
+
+
+def retries(operation: str) -> float:
+    return metrics.RETRIES.labels(operation)._value.get()
+
+
+def always(exc: BaseException, calls: list[Any]) -> Any:
+    def fn(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+        raise exc
+    return fn
+
+
+@pytest.mark.parametrize(("operation", "attempts"), ATTEMPTS)
+def test_attempts_per_policy(clock: Clock, operation: str, attempts: int) -> None:
+    outage = RetryAgain() if operation in ("connect", "commit") else boto.ConnectTimeoutError(
+        endpoint_url="http://x")
+    calls: list[Any] = []
+    before = retries(operation)
+    with pytest.raises(type(outage)):
+        retrying.call(operation, always(outage, calls), 1, key="v")
+    assert len(calls) == attempts
+    assert retries(operation) == before + attempts - 1
+    # exponential from 0.1 s, doubling
+    assert clock.sleeps == [0.1 * 2 ** n for n in range(attempts - 1)]
+
+
+@pytest.mark.parametrize(("operation", "attempts"), ATTEMPTS)
+def test_a_permanent_error_is_one_attempt_under_every_policy(clock: Clock, operation: str,
+                                                            attempts: int) -> None:
+    calls: list[Any] = []
+    before = retries(operation)
+    with pytest.raises(ValueError):
+        retrying.call(operation, always(ValueError("x"), calls))
+    assert len(calls) == 1 and retries(operation) == before and clock.sleeps == []
+
+
+def test_the_policies_are_the_operations_of_the_product() -> None:
+    assert sorted(retrying.POLICIES) == sorted(op for op, _ in ATTEMPTS)
+
+
+def test_sqs_policies_do_not_retry_database_errors_and_back(clock: Clock) -> None:
+    for operation, exc in (("receive", psycopg.OperationalError("x")),
+                           ("commit", boto.ConnectTimeoutError(endpoint_url="http://x"))):
+        calls: list[Any] = []
+        with pytest.raises(type(exc)):
+            retrying.call(operation, always(exc, calls))
+        assert len(calls) == 1, operation
+
+
+def test_arguments_are_kept_on_every_retry(clock: Clock) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def fn(a: int, b: str, *, key: str, other: int = 0) -> str:
+        seen.append((a, b, key, other))
+        if len(seen) < 3:
+            raise RetryAgain()
+        return f"{a}{b}{key}{other}"
+
+    assert retrying.call("delete", fn, 1, "x", key="k", other=5) == "1xk5"
+    assert seen == [(1, "x", "k", 5)] * 3
+
+
+def test_the_value_of_a_later_attempt_is_returned(clock: Clock) -> None:
+    answers = iter([RetryAgain(), RetryAgain(), "third"])
+
+    def fn() -> str:
+        answer = next(answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert retrying.call("receive", fn) == "third"
+    assert clock.sleeps == [0.1, 0.2]
+
+
+def test_the_last_error_itself_is_raised_not_a_retry_error(clock: Clock) -> None:
+    errors = [RetryAgain("first"), RetryAgain("second"), RetryAgain("third")]
+
+    def fn() -> None:
+        raise errors.pop(0)
+
+    with pytest.raises(RetryAgain, match="third"):
+        retrying.call("queue_attributes", fn)
+
+
+def test_waits_are_capped_at_max_wait(clock: Clock) -> None:
+    policy = retrying._policy("t", sqs_retryable, attempts=9, max_wait=0.5, max_delay=1000)
+    with pytest.raises(RetryAgain):
+        policy(always(RetryAgain(), []))
+    assert clock.sleeps == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5]
+
+
+def test_the_delay_bound_stops_before_the_attempts_do(clock: Clock) -> None:
+    calls: list[Any] = []
+
+    def slow(*args: Any) -> None:
+        calls.append(args)
+        clock.now += 4
+        raise RetryAgain()
+
+    policy = retrying._policy("t", db_retryable, attempts=50, max_wait=2, max_delay=10)
+    with pytest.raises(RetryAgain):
+        policy(slow)
+    # 4 s per attempt plus the waits (0.1, 0.2): the third attempt ends at 12.3 s >= 10
+    assert len(calls) == 3
+
+
+def test_retries_are_counted_under_their_own_operation(clock: Clock) -> None:
+    before = {op: retries(op) for op, _ in ATTEMPTS}
+    with pytest.raises(RetryAgain):
+        retrying.call("visibility", always(RetryAgain(), []))
+    after = {op: retries(op) for op, _ in ATTEMPTS}
+    assert {op: after[op] - before[op] for op in after if after[op] != before[op]} == {
+        "visibility": 3}
