@@ -323,15 +323,26 @@ def load(obj: Context, file: Path | None, sample: bool, repeat: int) -> None:
     bodies = list(read_events(None if sample else file)) * repeat
     source = obj.source()
     obj.check_queue(source)
-    chunks = [bodies[i:i + 10] for i in range(0, len(bodies), 10)]
+    starts = range(0, len(bodies), 10)
     sent = 0
+    refused: list[int] = []
     show = len(bodies) >= 5000
+
+    def send(start: int) -> list[int]:
+        return [start + i for i in source.send_messages(bodies[start:start + 10])]
+
     with ThreadPoolExecutor(4) as pool:
-        for n in pool.map(source.send_bodies, chunks):
-            sent += n
+        for start, failed in zip(starts, pool.map(send, starts), strict=True):
+            refused += failed
+            sent += min(10, len(bodies) - start) - len(failed)
             if show and sent % 5000 < 10:
                 click.echo(f"sent {sent}/{len(bodies)}", err=True)
     click.echo(f"sent {sent} messages to {source.url}")
+    if refused:
+        numbers = ", ".join(str(i + 1) for i in refused[:10]) + (", ..." if len(refused) > 10
+                                                                  else "")
+        fail(f"SQS refused {len(refused)} events (over its message size limit, or characters "
+             f"it does not accept): event {numbers}", EXIT_UNAVAILABLE)
 
 
 @cli.command()
@@ -403,11 +414,14 @@ def dlq_redrive(obj: Context, limit: int | None) -> None:
             click.echo(f"moved {moved}", err=True)
 
     try:
-        moved = redrive(dead, source, limit, progress, interrupted.is_set)
+        result = redrive(dead, source, limit, progress, interrupted.is_set)
     except QueueError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    click.echo(f"moved {moved} messages from {dead.url} to {source.url}"
+    click.echo(f"moved {result.moved} messages from {dead.url} to {source.url}"
                + (" (interrupted)" if interrupted.is_set() else ""))
+    if result.refused:
+        fail(f"{result.refused} messages stay in the DLQ: the source queue refused their copy "
+             "(no room for the redrive mark under SQS's message size limit)", EXIT_UNAVAILABLE)
 
 
 def main() -> None:

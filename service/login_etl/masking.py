@@ -178,16 +178,25 @@ class Masker:
         """
         return f"{ledger_id}|{self.key_id}|{self._seal_tag(self.key_id, ledger_id)}"
 
-    def unseal(self, sealed: str) -> str | None:
-        """The ledger id inside a seal made with any configured key, else None."""
+    def unseal(self, sealed: object) -> str | None:
+        """The ledger id inside a seal made with any configured key, else None.
+
+        The value comes from a message attribute, which any producer can set to anything: it
+        never raises. The tags are compared as bytes (compare_digest refuses non-ASCII str).
+        """
+        if not isinstance(sealed, str):
+            return None
         parts = sealed.rsplit("|", 2)
-        if len(parts) != 3 or parts[1] not in self._seal_keys:
+        if len(parts) != 3 or parts[1] not in self._seal_keys or not parts[2].isascii():
             return None
         ledger_id, key_id, tag = parts
-        return ledger_id if hmac.compare_digest(tag, self._seal_tag(key_id, ledger_id)) else None
+        expected = self._seal_tag(key_id, ledger_id)
+        return ledger_id if hmac.compare_digest(tag.encode(), expected.encode()) else None
 
     def _seal_tag(self, key_id: str, ledger_id: str) -> str:
-        return _b64(hmac.digest(self._seal_keys[key_id], ledger_id.encode(), "sha256")[:16])
+        # surrogatepass: a lone surrogate (JSON can carry one) gets a tag instead of an error.
+        data = ledger_id.encode("utf-8", "surrogatepass")
+        return _b64(hmac.digest(self._seal_keys[key_id], data, "sha256")[:16])
 
 
 def normalise_ip(text: str) -> str | None:

@@ -8,6 +8,10 @@ MESSAGES = Counter(
     "login_etl_messages", "Messages by final outcome", ["outcome"]
 )  # outcome: stored | rejected | duplicate
 REJECTIONS = Counter("login_etl_rejections", "Rejected messages by reason code", ["reason"])
+UNVERIFIED_MARKS = Counter(
+    "login_etl_unverified_marks",
+    "Attributes named like our sealed ledger ids that did not verify (ignored)", ["attribute"],
+)  # attribute: login_etl_origin | login_etl_redrive_of
 RETRIES = Counter("login_etl_retries", "Retried I/O calls by operation", ["operation"])
 IO_ERRORS = Counter(
     "login_etl_io_errors", "I/O calls that failed after their retries, by operation", ["operation"]

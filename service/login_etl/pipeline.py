@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from login_etl import metrics, retrying
+from login_etl import logs, metrics, retrying
 from login_etl.messages import LoginEvent, Received, Rejection
 from login_etl.queue import Queue, QueueError
 from login_etl.store import Store, StoreError, is_data_error
 
 Parsed = LoginEvent | Rejection
+# Reasons (rejections metric) of rejects left in the source queue.
+DLQ_REFUSED = "dlq_refused"
+LEDGER_REFUSED = "ledger_refused"
+log = logs.get("login_etl.pipeline")
 Item = tuple[Received, Parsed]
 
 
@@ -30,7 +34,9 @@ class Outcome:
     duplicates: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
     not_deleted: list[str] = field(default_factory=list)
-    left_in_queue: list[str] = field(default_factory=list)  # rejects the DLQ refused for good
+    # Rejects left in the source queue, (message id, why): the DLQ refused them for good, or
+    # not even their ledger entry could be written. SQS's RedrivePolicy moves them in the end.
+    left_in_queue: list[tuple[str, str]] = field(default_factory=list)
     commit_seconds: float = 0.0
     delete_seconds: float = 0.0
 
@@ -70,7 +76,7 @@ class Pipeline:
         metrics.LAST_COMMIT.set_to_current_time()
         if not self.keep_messages:
             started = time.perf_counter()
-            left = set(outcome.left_in_queue)
+            left = {message_id for message_id, _ in outcome.left_in_queue}
             settled = [m for m, _ in items if m.message_id not in left]
             try:
                 outcome.not_deleted = self.source.delete(settled)
@@ -80,15 +86,19 @@ class Pipeline:
         metrics.MESSAGES.labels("stored").inc(outcome.stored)
         metrics.MESSAGES.labels("duplicate").inc(outcome.duplicates)
         metrics.MESSAGES.labels("rejected").inc(len(outcome.rejected))
-        for _, reason in outcome.rejected:
+        for _, reason in outcome.rejected + outcome.left_in_queue:
             metrics.REJECTIONS.labels(reason).inc()
+        if outcome.left_in_queue:
+            log.warning("rejects_left_in_source", messages=len(outcome.left_in_queue),
+                        message_ids=[i for i, _ in outcome.left_in_queue],
+                        reasons=sorted({r for _, r in outcome.left_in_queue}))
         return outcome
 
     def _commit(self, items: Sequence[Item]) -> Outcome:
         """Commit with retries; a row the database refuses is isolated by halving the batch."""
         try:
             return retrying.call("commit", self._write, items)
-        except (psycopg.Error, PoolTimeout) as exc:
+        except (psycopg.Error, PoolTimeout, UnicodeError) as exc:
             if not is_data_error(exc):
                 metrics.IO_ERRORS.labels("commit").inc()
                 retryable = retrying.db_retryable(exc)
@@ -102,8 +112,8 @@ class Pipeline:
             if isinstance(parsed, Rejection):
                 # Not even its ledger entry can be written (no such id should exist): leave it
                 # in the queue, where the RedrivePolicy moves it to the DLQ in the end.
-                return Outcome(left_in_queue=[received.message_id])
-            reason = f"db_rejected:{getattr(exc, 'sqlstate', None) or 'unknown'}"
+                return Outcome(left_in_queue=[(received.message_id, LEDGER_REFUSED)])
+            reason = f"db_rejected:{_sqlstate(exc)}"
             return self._commit([(received, Rejection(parsed.message_id, reason))])
 
     def _write(self, items: Sequence[Item]) -> Outcome:
@@ -137,12 +147,20 @@ class Pipeline:
             fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
-        outcome.left_in_queue = refused
+        outcome.left_in_queue = [(message_id, DLQ_REFUSED) for message_id in refused]
         outcome.stored = sum(1 for _, p in items
                              if isinstance(p, LoginEvent) and p.message_id in new_ids)
         outcome.rejected = [(r.message_id, reason) for r, reason in fresh_rejects]
         outcome.duplicates = len(items) - len(new_ids)
         return outcome
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The reason suffix: the server's SQLSTATE; `encoding` for text the driver could not
+    encode for the connection (no SQLSTATE: the server never saw it)."""
+    if isinstance(exc, UnicodeError):
+        return "encoding"
+    return getattr(exc, "sqlstate", None) or "unknown"
 
 
 def _unique(items: Sequence[Item]) -> list[Item]:

@@ -6,8 +6,10 @@ returned to the caller, never silently dropped (the peers only log them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +23,13 @@ from login_etl.sqs import lean_client
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
+# SQS refuses a batch request over 1 MiB (bodies and attributes, see entry_bytes) as a whole;
+# the margin keeps the usual group clear of that refusal and of a server that counts a little
+# differently.
+MAX_BATCH_BYTES = 900 * 1024
+# Error codes (whole call or one entry) that say what was sent cannot be taken as it is.
+_CONTENT_REFUSALS = ("BatchRequestTooLong", "MessageTooLong", "RequestEntityTooLarge",
+                     "InvalidMessageContents", "InvalidParameterValue")
 # Sealed ledger ids (Masker.seal) carried as message attributes:
 #   ORIGIN_ATTRIBUTE   on a DLQ hand-off: the ledger id the rejected message was settled under
 #   REDRIVE_ATTRIBUTE  on a redriven copy: the ledger id the worker must store it under, the
@@ -92,9 +101,37 @@ def _make_client(settings: Settings, pool: int) -> Any:
     return boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url, config=config)
 
 
-def _chunks(items: Sequence[T], size: int = MAX_BATCH) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """What SQS counts of a batch entry towards its size limits: the body and, per message
+    attribute, its name, data type and value, in UTF-8 bytes (a Binary value in raw bytes)."""
+    size = _utf8_len(entry.get("MessageBody") or "")
+    for name, attribute in (entry.get("MessageAttributes") or {}).items():
+        size += _utf8_len(name) + _utf8_len(attribute.get("DataType") or "")
+        value = attribute.get("StringValue")
+        if value is None:
+            value = attribute.get("BinaryValue") or b""
+        size += len(value) if isinstance(value, bytes | bytearray) else _utf8_len(value)
+    return size
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _groups(entries: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """Consecutive entries, at most MAX_BATCH and MAX_BATCH_BYTES per group (an entry larger
+    than that goes alone: SQS decides whether it fits)."""
+    group: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        n = entry_bytes(entry)
+        if group and (len(group) == MAX_BATCH or size + n > MAX_BATCH_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(entry)
+        size += n
+    if group:
+        yield group
 
 
 class Queue:
@@ -107,9 +144,22 @@ class Queue:
         self.label = label
         self.sealer = sealer
 
-    def _unseal(self, attributes: dict[str, Any], name: str) -> str | None:
-        value = attributes.get(name, {}).get("StringValue")
-        return self.sealer.unseal(value) if value and self.sealer else None
+    def _unseal(self, marks: Any, name: str) -> str | None:
+        """The ledger id sealed in one of our attributes, else None; never raises.
+
+        Any producer can set an attribute of our name, of any type, length and text: whatever
+        does not verify is ignored (the message is an ordinary one) and counted.
+        """
+        if self.sealer is None or not isinstance(marks, dict) or name not in marks:
+            return None
+        attribute = marks[name]
+        value = (attribute.get("StringValue")
+                 if isinstance(attribute, dict) and attribute.get("DataType") == "String"
+                 else None)
+        ledger_id = self.sealer.unseal(value)
+        if ledger_id is None:
+            metrics.UNVERIFIED_MARKS.labels(name).inc()
+        return ledger_id
 
     def _timed(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
         started = time.perf_counter()
@@ -139,7 +189,7 @@ class Queue:
         received = []
         for m in response.get("Messages") or ():
             attributes = m.get("Attributes", {})
-            marks = m.get("MessageAttributes") or {}
+            marks = m.get("MessageAttributes")
             received.append(Received(
                 message_id=(marks and self._unseal(marks, REDRIVE_ATTRIBUTE)) or m["MessageId"],
                 receipt_handle=m["ReceiptHandle"], body=m["Body"],
@@ -152,32 +202,39 @@ class Queue:
     def _batch(self, operation: str, policy: str, fn: Callable[..., Any],
                entries: list[dict[str, Any]], *, keep_going: bool = False,
                deadline: float | None = None) -> list[dict[str, Any]]:
-        """Send entries in chunks of 10; retry the failed entries; return what still failed.
+        """Send entries in groups of at most 10 and MAX_BATCH_BYTES; retry the failed entries;
+        return what still failed.
 
-        keep_going: a chunk whose call fails after its retries counts as failed and the next
-        chunks are still sent (deletes, visibility: one bad moment must not skip the rest);
-        after a second such chunk the queue is down, and the rest count as failed unsent (an
-        outage must not cost each chunk its retries). A fault no retry heals (queue gone,
+        An entry is done only when the response lists it in Successful: one it leaves out is
+        retried like a failed one. A group refused as a whole for its size (or content) is
+        split in halves and sent again; a single entry refused that way is refused for good.
+        keep_going: a group whose call fails after its retries counts as failed and the next
+        groups are still sent (deletes, visibility: one bad moment must not skip the rest);
+        after a second such group the queue is down, and the rest count as failed unsent (an
+        outage must not cost each group its retries). A fault no retry heals (queue gone,
         access denied) still raises at once.
         """
         still_failed: list[dict[str, Any]] = []
         delivered: list[str] = []
         broken = 0
-        for chunk in _chunks(entries):
-            pending = list(chunk)
+        work = deque(_groups(entries))
+        while work:
+            pending = work.popleft()
             if broken >= 2 or (deadline is not None and time.monotonic() > deadline):
                 still_failed.extend(pending)
                 continue
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
-                failures = response.get("Failed", ())
-                final_ids = {f["Id"] for f in failures if _is_final(f)}
-                retry_ids = {f["Id"] for f in failures} - final_ids
-                delivered.extend(e["Id"] for e in pending
-                                 if e["Id"] not in final_ids and e["Id"] not in retry_ids)
+                failures = response.get("Failed") or ()
+                succeeded = {s.get("Id") for s in response.get("Successful") or ()}
+                failed_ids = {f.get("Id") for f in failures}
+                final_ids = {f.get("Id") for f in failures if _is_final(f)}
+                done = succeeded - failed_ids
+                delivered.extend(e["Id"] for e in pending if e["Id"] in done)
                 still_failed.extend(e for e in pending if e["Id"] in final_ids)
-                pending[:] = [e for e in pending if e["Id"] in retry_ids]
+                pending[:] = [e for e in pending
+                              if e["Id"] not in done and e["Id"] not in final_ids]
                 if pending:
                     raise _PartialFailure(pending)
 
@@ -187,6 +244,13 @@ class Queue:
                 metrics.IO_ERRORS.labels(policy).inc()
                 still_failed.extend(partial.failed)
             except Exception as exc:
+                if operation == "send_message_batch" and _refused_for_size(exc):
+                    if len(pending) > 1:
+                        half = len(pending) // 2
+                        work.extendleft((pending[half:], pending[:half]))
+                    else:
+                        still_failed.extend(pending)
+                    continue
                 metrics.IO_ERRORS.labels(policy).inc()
                 error = QueueError(f"{operation} on {self.label} queue failed: "
                                    f"{retrying.describe(exc)}")
@@ -217,9 +281,11 @@ class Queue:
                              keep_going=True, deadline=deadline)
         return [messages[int(e["Id"])].receipt_handle for e in failed]
 
-    def _send(self, bodies: Sequence[str], attributes: Sequence[dict[str, Any]] | None,
-              policy: str) -> list[int]:
-        """SendMessageBatch with per-entry retries; the positions that failed for good."""
+    def send_messages(self, bodies: Sequence[str],
+                      attributes: Sequence[dict[str, Any]] | None = None,
+                      policy: str = "send") -> list[int]:
+        """SendMessageBatch with per-entry retries; the positions SQS refused for good (e.g. a
+        message over its size limit). A transient failure raises QueueError."""
         entries = []
         for i, body in enumerate(bodies):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
@@ -227,17 +293,7 @@ class Queue:
                 entry["MessageAttributes"] = attributes[i]
             entries.append(entry)
         failed = self._batch("send_message_batch", policy, self.client.send_message_batch, entries)
-        return [int(e["Id"]) for e in failed]
-
-    def send_bodies(self, bodies: Sequence[str],
-                    attributes: Sequence[dict[str, Any]] | None = None,
-                    policy: str = "send") -> int:
-        """SendMessageBatch; raises QueueError if any entry fails for good. Returns count sent."""
-        failed = self._send(bodies, attributes, policy)
-        if failed:
-            raise QueueError(f"send_message_batch on {self.label} queue: {len(failed)} entries "
-                             "failed")
-        return len(bodies)
+        return sorted(int(e["Id"]) for e in failed)
 
     def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> list[str]:
         """Hand bad messages to the DLQ: body unchanged, `reason` (and origin) as attributes.
@@ -255,8 +311,8 @@ class Queue:
             return attrs
 
         try:
-            failed = self._send([m.body for m, _ in rejected],
-                                [marks(m, reason) for m, reason in rejected], "dlq_send")
+            failed = self.send_messages([m.body for m, _ in rejected],
+                                        [marks(m, reason) for m, reason in rejected], "dlq_send")
         except QueueError as exc:
             exc.delivered = [rejected[int(i)][0].message_id for i in exc.delivered]
             raise
@@ -287,8 +343,25 @@ class Queue:
 
 
 def _is_final(failure: dict[str, Any]) -> bool:
-    """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying."""
-    return bool(failure.get("SenderFault"))
+    """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying, nor will
+    an entry refused for its content (some servers mark that one as not the sender's fault)."""
+    return bool(failure.get("SenderFault")) or _code_refuses_content(str(failure.get("Code")))
+
+
+def _code_refuses_content(code: str) -> bool:
+    return any(word in code for word in _CONTENT_REFUSALS)
+
+
+def _refused_for_size(exc: BaseException) -> bool:
+    """A whole batch call refused for what its entries hold (their total size, or one entry's
+    content), not for the queue or the caller: smaller groups can go through."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    error = response.get("Error") or {}
+    code = f"{error.get('Code', '')} {error.get('QueryErrorCode', '')}"
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status == 413 or _code_refuses_content(code)
 
 
 def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
@@ -312,9 +385,17 @@ def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
     return queue_url.rstrip("/") + "-dlq"
 
 
+@dataclass(frozen=True)
+class Redriven:
+    moved: int
+    # Left in the DLQ: the source queue refused their copy for good (a body near SQS's size
+    # limit has no room for the redrive mark).
+    refused: int = 0
+
+
 def redrive(dlq: Queue, source: Queue, limit: int | None = None,
             progress: Callable[[int], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> int:
+            stop: Callable[[], bool] | None = None) -> Redriven:
     """Move DLQ messages back to the source, 10 at a time: send first, then delete.
 
     Each copy carries a sealed ledger id: `redrive:<origin>` for a worker's hand-off (so two
@@ -322,31 +403,42 @@ def redrive(dlq: Queue, source: Queue, limit: int | None = None,
     itself (its original id, so a message already stored stays a duplicate). Interrupting
     between send and delete can only send a copy twice, which the ledger absorbs. Without a
     limit it moves at most what the DLQ held at the start: a message that is still bad comes
-    straight back and must not be moved round in circles.
+    straight back and must not be moved round in circles. A message whose copy the source
+    refuses stays in the DLQ, visible again when the redrive ends.
     """
     if dlq.sealer is None:
         raise ValueError("redrive needs the masking key to seal ledger ids")
     if limit is None:
         limit = dlq.depth().visible
     moved = empty = 0
-    while moved < limit and empty < 2 and not (stop and stop()):
-        batch = dlq.receive(wait_seconds=1, visibility_timeout=60,
-                            max_messages=min(MAX_BATCH, limit - moved))
-        if not batch:
-            empty += 1
-            continue
-        empty = 0
-        source.send_bodies(
-            [m.body for m in batch],
-            [{REDRIVE_ATTRIBUTE: {
-                "DataType": "String",
-                "StringValue": dlq.sealer.seal(f"redrive:{m.origin}" if m.origin else m.message_id),
-            }} for m in batch])
-        if left := dlq.delete(batch):  # copied but still in the DLQ: say so, do not count them
-            raise QueueError(f"{len(left)} DLQ messages were copied to the source queue but "
-                             "could not be deleted; they will be redriven again (the ledger "
-                             "stores each once)")
-        moved += len(batch)
-        if progress:
-            progress(moved)
-    return moved
+    refused: list[Received] = []
+    try:
+        while moved + len(refused) < limit and empty < 2 and not (stop and stop()):
+            batch = dlq.receive(wait_seconds=1, visibility_timeout=60,
+                                max_messages=min(MAX_BATCH, limit - moved - len(refused)))
+            if not batch:
+                empty += 1
+                continue
+            empty = 0
+            failed = set(source.send_messages(
+                [m.body for m in batch],
+                [{REDRIVE_ATTRIBUTE: {
+                    "DataType": "String",
+                    "StringValue": dlq.sealer.seal(f"redrive:{m.origin}" if m.origin
+                                                   else m.message_id),
+                }} for m in batch]))
+            refused += [m for i, m in enumerate(batch) if i in failed]
+            copied = [m for i, m in enumerate(batch) if i not in failed]
+            # Copied but still in the DLQ: say so, do not count them as moved.
+            if left := dlq.delete(copied):
+                raise QueueError(f"{len(left)} DLQ messages were copied to the source queue but "
+                                 "could not be deleted; they will be redriven again (the ledger "
+                                 "stores each once)")
+            moved += len(copied)
+            if progress:
+                progress(moved)
+    finally:
+        if refused:
+            with contextlib.suppress(QueueError):
+                dlq.change_visibility(refused, 0)
+    return Redriven(moved, len(refused))

@@ -50,6 +50,10 @@ _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together crea
 # shutdown) forever; both errors are retried like an outage. Keepalives find dead peers.
 CONNECTION_OPTIONS: dict[str, Any] = {
     "application_name": "login-etl",
+    # Text goes to the server as UTF-8 whatever the database's encoding, so the server decides
+    # per row what it can store (untranslatable text is a row's data error, 22P05), never the
+    # driver for a whole batch. A startup parameter PgBouncer passes on and tracks.
+    "client_encoding": "UTF8",
     "options": "-c statement_timeout=30000 -c lock_timeout=10000"
                " -c idle_in_transaction_session_timeout=60000",
     "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
@@ -78,8 +82,10 @@ class StoreError(RuntimeError):
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """Class 22 (data exception) and 23 (constraint violation): a row, not the database, is bad."""
-    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+    """Class 22 (data exception) and 23 (constraint violation): a row, not the database, is bad.
+    So is text the driver cannot encode for the connection (UnicodeError, no SQLSTATE)."""
+    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
+                      | UnicodeError)
 
 
 class Store:

@@ -63,7 +63,7 @@ def test_refused_reject_is_not_deleted_and_is_handed_off_on_redelivery(
                                                              "invalid_json"))])
 
     message, first = settle_once()
-    assert first.left_in_queue == [message.message_id] and not first.rejected
+    assert first.left_in_queue == [(message.message_id, "dlq_refused")] and not first.rejected
     assert stack.query("SELECT count(*) FROM login_etl_ledger")[0][0] == 0
     source.change_visibility([message], 0)  # its redelivery, without waiting it out
     again, second = settle_once()

@@ -115,7 +115,8 @@ def test_totals_are_counts_not_growing_lists() -> None:
     totals = Totals()
     for _ in range(2):
         totals.add(Outcome(stored=4, duplicates=1, rejected=[("a", "r"), ("b", "r"), ("c", "s")],
-                           not_deleted=["d"], left_in_queue=["e", "f"]))
+                           not_deleted=["d"],
+                           left_in_queue=[("e", "dlq_refused"), ("f", "dlq_refused")]))
     assert vars(totals) == {"stored": 8, "duplicates": 2, "rejected": 6, "not_deleted": 2,
                             "left_in_queue": 4}
     source = FakeSource([received(i) for i in range(3)], slow_seconds=0)
@@ -354,9 +355,9 @@ class RedriveSource:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send_bodies(self, bodies: Sequence[str], attributes: Any = None) -> int:
+    def send_messages(self, bodies: Sequence[str], attributes: Any = None) -> list[int]:
         self.sent += bodies
-        return len(bodies)
+        return []
 
 
 def test_redrive_fails_loudly_when_the_dlq_keeps_what_was_copied() -> None:
