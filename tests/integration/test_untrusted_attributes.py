@@ -111,7 +111,7 @@ def test_dlq_redrive_ignores_forged_marks(stack: Stack) -> None:
 sqs_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF,
                                  exclude_categories=("Cs",)).filter(
     lambda c: c not in "\ufffe\uffff"), max_size=30)
-names = st.sampled_from([*OURS, "reason", "source_message_id", "other", "a.b-c_d"])
+names = st.sampled_from([*OURS, "reason", "source_message_id", "other", "a.b-c_d", "nämé"])
 data_types = st.sampled_from(["String", "Number", "Binary", "String.x", "Number.int",
                               "Binary.é"])
 # "seal": a genuine seal of a fresh ledger id; "forged": our shape with a bad tag
@@ -134,7 +134,7 @@ def attribute_value(kind: str, value: str, seal: Masker) -> dict[str, Any]:
 
 
 def within_256_kb(attrs: dict[str, Any]) -> bool:
-    size = sum(len(n) + len(a["DataType"].encode())
+    size = sum(len(n.encode()) + len(a["DataType"].encode())
                + len(a.get("BinaryValue") or a.get("StringValue", "").encode())
                for n, a in attrs.items())
     return size <= 256 * 1024
