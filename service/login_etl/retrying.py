@@ -31,6 +31,7 @@ from tenacity import (
 )
 
 from login_etl import metrics
+from login_etl.sqs.http11 import MalformedResponse
 
 T = TypeVar("T")
 
@@ -47,7 +48,8 @@ class RetryAgain(Exception):
 
 
 def sqs_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RetryAgain | BotoConnectionError | HTTPClientError | ReadTimeoutError):
+    if isinstance(exc, RetryAgain | BotoConnectionError | HTTPClientError | ReadTimeoutError
+                  | MalformedResponse):
         return True
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

@@ -30,7 +30,7 @@ from login_etl import retrying
 from login_etl.settings import Settings
 from login_etl.sqs.choose import lean_client
 from login_etl.sqs.client import SqsClient
-from login_etl.sqs.http11 import read_response
+from login_etl.sqs.http11 import MAX_BODY_BYTES, MalformedResponse, read_response
 from login_etl.sqs.sigv4 import Signer, host_header
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
@@ -112,24 +112,70 @@ def test_skips_interim_responses_and_honours_close() -> None:
     assert read(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")[2:] == (b"until the end", True)
 
 
-@pytest.mark.parametrize(("raw", "error"), [
+OK_HEAD = b"HTTP/1.1 200 OK\r\n"
+CHUNKED = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+MALFORMED = [
     (b"", http.client.RemoteDisconnected),
-    (b"SSH-2.0-OpenSSH\r\n", http.client.BadStatusLine),
+    (b"SSH-2.0-OpenSSH\r\n", MalformedResponse),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
     (b"HTTP/1.1 200 OK\r\nContent-Len", http.client.IncompleteRead),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http.client.IncompleteRead),
-    (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", http.client.BadStatusLine),
+    (CHUNKED + b"zz\r\n", MalformedResponse),
+    (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", MalformedResponse),
     # read(-1) would take the rest of the connection as the body
-    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}garbage", http.client.BadStatusLine),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}garbage", MalformedResponse),
     # a chunk not closed by CRLF, sizes int() takes but HTTP does not
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY0\r\n\r\n",
-     http.client.IncompleteRead),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", http.client.IncompleteRead),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", http.client.IncompleteRead),
-])
+    (CHUNKED + b"2\r\nabXY0\r\n\r\n", MalformedResponse),
+    (CHUNKED + b"-5\r\n", MalformedResponse),
+    (CHUNKED + b"1_0\r\n", MalformedResponse),
+    (CHUNKED + b"+2\r\nab\r\n0\r\n\r\n", MalformedResponse),
+    (CHUNKED + b" 2\r\nab\r\n0\r\n\r\n", MalformedResponse),
+    # lengths int() takes but HTTP does not
+    (OK_HEAD + b"Content-Length: 1_0\r\n\r\n0123456789", MalformedResponse),
+    (OK_HEAD + b"Content-Length: +2\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content-Length: \xb2\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}", MalformedResponse),
+    # lengths that used to be MemoryError / OverflowError (not retryable: the worker exited)
+    (OK_HEAD + b"Content-Length: 1000000000000\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content-Length: " + b"9" * 20 + b"\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content-Length: %d\r\n\r\n{}" % (MAX_BODY_BYTES + 1), MalformedResponse),
+    (CHUNKED + b"1" + b"0" * 20 + b"\r\n", MalformedResponse),
+    (CHUNKED + b"%x\r\n" % (MAX_BODY_BYTES + 1), MalformedResponse),
+    (CHUNKED + (b"%x\r\n" % (MAX_BODY_BYTES // 2) + b"a" * (MAX_BODY_BYTES // 2) + b"\r\n") * 2
+     + b"1\r\na\r\n0\r\n\r\n", MalformedResponse),
+    # header lines: folding, space before the colon, a name that is no token
+    (OK_HEAD + b"Content-Length: 2\r\n x-folded: yes\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b" Content-Length: 2\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content-Length : 2\r\n\r\n{}", MalformedResponse),
+    (OK_HEAD + b"Content Length: 2\r\n\r\n{}", MalformedResponse),
+    # framing that cannot be trusted
+    (OK_HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", MalformedResponse),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n",
+     MalformedResponse),
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", MalformedResponse),
+    (b"HTTP/1.1 999 What\r\nContent-Length: 0\r\n\r\n", MalformedResponse),
+    (b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", MalformedResponse),
+    (b"HTTP/1.10 200 OK\r\nContent-Length: 0\r\n\r\n", MalformedResponse),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 20, MalformedResponse),
+    (OK_HEAD + b"X-A: b\r\n" * 200 + b"\r\n", MalformedResponse),
+    (OK_HEAD + b"X-A: " + b"b" * 70_000 + b"\r\n\r\n", MalformedResponse),
+    (CHUNKED + b"1\r\na\r\n0\r\nX-Trailer: cut", http.client.IncompleteRead),
+]
+
+
+@pytest.mark.parametrize(("raw", "error"), MALFORMED)
 def test_malformed_responses_raise_http_client_errors(raw: bytes, error: type[Exception]) -> None:
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         read(raw)
+    # retried as it is, should one ever escape the client's mapping to ConnectionClosedError
+    assert error is not MalformedResponse or retrying.sqs_retryable(caught.value)
+
+
+def test_a_body_delimited_by_the_end_is_bounded_too() -> None:
+    with pytest.raises(MalformedResponse):
+        read(OK_HEAD + b"\r\n" + b"x" * (MAX_BODY_BYTES + 1))
+    assert read(OK_HEAD + b"\r\n" + b"x" * 1000)[2] == b"x" * 1000
 
 
 # -- against a local socket server -----------------------------------------------------------
@@ -243,6 +289,35 @@ def test_server_closing_after_the_response_is_seen_before_the_next_call(server: 
     for _ in range(3):
         sqs.get_queue_attributes(QueueUrl="q")
     assert accepted[0] == 3 and not sqs._connections._idle
+
+
+@pytest.mark.parametrize("extra", [
+    ok({"Failed": []}),
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    b"X",
+])
+def test_bytes_left_after_an_answer_never_answer_the_next_call(server: Any, extra: bytes) -> None:
+    """A second framed response (or a body longer than its Content-Length) in the buffer: the
+    connection is closed, not kept, so the next call (a DLQ hand-off, say) cannot read it."""
+    calls = [0]
+
+    def handler(_request: bytes) -> bytes:
+        calls[0] += 1
+        return ok({"n": calls[0]}) + extra
+
+    url, accepted = server(handler)
+    sqs = client(url)
+    for n in (1, 2, 3):
+        assert sqs.get_queue_attributes(QueueUrl="q")["n"] == n
+    assert accepted[0] == 3
+
+
+def test_a_clean_connection_is_kept(server: Any) -> None:
+    url, accepted = server(lambda r: ok({}))
+    sqs = client(url)
+    for _ in range(5):
+        sqs.get_queue_attributes(QueueUrl="q")
+    assert accepted[0] == 1 and len(sqs._connections._idle) == 1
 
 
 def test_errors_are_the_client_errors_boto3_raises(server: Any) -> None:
@@ -381,3 +456,15 @@ def test_no_proxy_and_the_setting(aws_env: pytest.MonkeyPatch) -> None:
     aws_client = lean_client(Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/1/q",
                                       aws_region="eu-west-1"), 4)
     assert aws_client is not None and aws_client.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in MALFORMED])
+def test_every_malformed_answer_is_a_retryable_error_and_the_connection_is_dropped(
+        server: Any, raw: bytes) -> None:
+    url, _ = server(lambda _request: raw, close_after=True)
+    sqs = client(url, read_timeout=5)
+    with pytest.raises(Exception) as caught:
+        sqs.get_queue_attributes(QueueUrl=url + "/q")
+    assert sqs._connections._idle == []
+    assert isinstance(caught.value, ConnectionClosedError | HTTPClientError), caught.value
+    assert retrying.sqs_retryable(caught.value)

@@ -50,9 +50,16 @@ class SqsClient:
 
     def receive_message(self, **params: Any) -> dict[str, Any]:
         response = self._call("ReceiveMessage", params)
-        for message in response.get("Messages") or ():
-            for attribute in (message.get("MessageAttributes") or {}).values():
-                _decode_binary(attribute)
+        try:
+            messages = response.get("Messages") or []
+            if not isinstance(messages, list):
+                raise TypeError("Messages is not a list")
+            for message in messages:
+                for attribute in (message.get("MessageAttributes") or {}).values():
+                    _decode_binary(attribute)
+        except (AttributeError, TypeError, ValueError) as exc:
+            # a shape no SQS sends: a broken answer, retried like one
+            raise HTTPClientError(error=exc) from exc
         return response
 
     def delete_message_batch(self, **params: Any) -> dict[str, Any]:
@@ -79,10 +86,13 @@ class SqsClient:
         status, response_headers, data = self._send(body, headers)
         if 200 <= status < 300:
             try:
-                parsed: dict[str, Any] = json.loads(data) if data else {}
+                # Each operation answers a JSON object, "{}" at the least: an empty body is
+                # one cut short where only the end of the connection framed it.
+                parsed: dict[str, Any] = json.loads(data)
                 if not isinstance(parsed, dict):
                     raise ValueError("the response body is not a JSON object")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
+                # RecursionError: JSON nested deeper than the parser's stack
                 raise HTTPClientError(error=exc) from exc
             parsed["ResponseMetadata"] = {
                 "RequestId": response_headers.get("x-amzn-requestid", ""),
@@ -103,7 +113,7 @@ class SqsClient:
         except TimeoutError as exc:
             conn.close()
             raise ReadTimeoutError(endpoint_url=self._connections.url, error=exc) from exc
-        except (http.client.HTTPException, OSError) as exc:
+        except (http.client.HTTPException, OSError, ValueError) as exc:
             conn.close()
             raise ConnectionClosedError(endpoint_url=self._connections.url, error=exc) from exc
         except BaseException:

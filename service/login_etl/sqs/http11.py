@@ -17,7 +17,24 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import SSLError as BotoSSLError
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+# A full ReceiveMessage answer is about 10.5 MiB (ten 1 MiB messages with their attributes);
+# JSON escaping can triple a body of two-byte characters (each one a \\u00XX escape). Longer
+# is refused before anything that size is allocated.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_MAX_LINE = 65_536
+_MAX_HEADERS = 100
+_MAX_INTERIM = 10
+# 8 hex digits reach 4 GiB, past MAX_BODY_BYTES: a longer size is refused unread.
+_MAX_CHUNK_DIGITS = 8
+_MAX_CHUNKS = 100_000
+_DIGITS = b"0123456789"
+_HEX = b"0123456789abcdefABCDEF"
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class MalformedResponse(http.client.HTTPException):
+    """The answer breaks HTTP/1.1 framing or a stated bound. The connection is dropped and the
+    call retried like one whose connection was lost (retrying.sqs_retryable lists it)."""
 
 
 class Connection:
@@ -29,13 +46,33 @@ class Connection:
         self.sock = sock
         self.reader = sock.makefile("rb")
 
+    def drained(self) -> bool:
+        """Nothing is left to read in any buffer: the reader's, OpenSSL's, or the socket's.
+
+        Bytes beyond the response just read (a second response, a body longer than its
+        Content-Length) would be taken as the answer to the next request on this connection.
+        The socket's own buffer is seen by a non-blocking read into the reader's.
+        """
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            # Buffered bytes come back as they are; an empty buffer makes one non-blocking
+            # read of the socket, which gives b"" when nothing (or only the end) is there.
+            return not self.reader.peek(1) and not _readable(sock)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            # No whole TLS record: clean unless part of one is waiting on the socket.
+            return not _readable(sock)
+        except OSError:
+            return False
+        finally:
+            sock.settimeout(timeout)
+
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
-
-
-_MAX_LINE = 65_536
-_MAX_HEADERS = 100
 
 
 def read_response(reader: Any) -> tuple[int, dict[str, str], bytes, bool]:
@@ -43,72 +80,109 @@ def read_response(reader: Any) -> tuple[int, dict[str, str], bytes, bool]:
 
     The small subset of http.client a JSON API needs (status line, headers, a Content-Length
     or chunked body, interim 1xx skipped), at a fraction of its cost: http.client parses
-    headers with the email package, which was half of a call's CPU. Malformed input raises
-    http.client's own exceptions, which the caller maps to ConnectionClosedError.
+    headers with the email package, which was half of a call's CPU. Held to RFC 9112 where
+    a lenient reading could misframe: lengths are plain ASCII digits (hex for chunks) and
+    bounded by MAX_BODY_BYTES before anything is allocated, header names are tokens right
+    before their colon, obsolete line folding is refused. A truncated answer raises
+    http.client's RemoteDisconnected or IncompleteRead, anything else MalformedResponse;
+    the caller maps all of them to ConnectionClosedError.
     """
-    while True:
+    for _ in range(_MAX_INTERIM + 1):
         line = reader.readline(_MAX_LINE + 1)
         if not line:
             raise http.client.RemoteDisconnected("Remote end closed connection without response")
-        version, _, rest = line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or len(line) > _MAX_LINE or not code.isdigit():
-            raise http.client.BadStatusLine(repr(line[:80]))
+        version, code, end = line[:8], line[9:12], line[12:13]
+        if (version not in (b"HTTP/1.1", b"HTTP/1.0") or line[8:9] != b" "
+                or len(code) != 3 or code.translate(None, _DIGITS)
+                or end not in (b" ", b"\r", b"\n") or not line.endswith(b"\n")):
+            raise MalformedResponse(f"bad status line {line[:40]!r}")
         status = int(code)
-        headers: dict[str, str] = {}
-        while True:
-            line = reader.readline(_MAX_LINE + 1)
-            if line in (b"\r\n", b"\n"):
-                break
-            if len(line) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
-                raise http.client.LineTooLong("header line")
-            if not line.endswith(b"\n"):  # the connection ended inside the head
-                raise http.client.IncompleteRead(line)
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise http.client.BadStatusLine(f"malformed header line {line[:40]!r}")
-            name, value = name.strip().lower(), value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        if status >= 200 or status == 101:
-            break  # 1xx (e.g. 100 Continue) is interim: the real response follows
+        if not 100 <= status <= 599 or status == 101:
+            # 101 answers an upgrade this client never asks for
+            raise MalformedResponse(f"status {status}")
+        headers = _read_headers(reader)
+        if status >= 200:
+            break
+    else:
+        raise MalformedResponse("too many interim responses")
     tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
     close = "close" in tokens or (version == b"HTTP/1.0" and "keep-alive" not in tokens)
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+    coding = headers.get("transfer-encoding")
+    length = headers.get("content-length")
+    if coding is not None:
+        if coding.lower() != "chunked" or length is not None:
+            # another coding, or both framings at once: no safe way to find the end
+            raise MalformedResponse("unsupported Transfer-Encoding")
         body = _read_chunked(reader)
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-            if length < 0:  # read(-1) would read to the end of the connection
-                raise ValueError(length)
-        except ValueError:
-            raise http.client.BadStatusLine("bad Content-Length") from None
-        body = reader.read(length)
-        if len(body) < length:
-            raise http.client.IncompleteRead(body, length - len(body))
+    elif length is not None:
+        # isdigit() alone would pass "²" and int() would take "+2", "1_0" and " 2"
+        if not length or len(length) > 10 or not length.isascii() or not length.isdigit():
+            raise MalformedResponse("bad Content-Length")
+        size = int(length)
+        if size > MAX_BODY_BYTES:
+            raise MalformedResponse(f"Content-Length over {MAX_BODY_BYTES}")
+        body = reader.read(size)
+        if len(body) < size:
+            raise http.client.IncompleteRead(body, size - len(body))
     elif status in (204, 304):
         body = b""
-    else:  # delimited by the end of the connection
-        body, close = reader.read(), True
+    else:
+        # delimited by the end of the connection
+        body, close = reader.read(MAX_BODY_BYTES + 1), True
+        if len(body) > MAX_BODY_BYTES:
+            raise MalformedResponse(f"body over {MAX_BODY_BYTES}")
     return status, headers, body, close
+
+
+def _read_headers(reader: Any) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for _ in range(_MAX_HEADERS):
+        line = reader.readline(_MAX_LINE + 1)
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if not line.endswith(b"\n"):
+            if len(line) > _MAX_LINE:
+                raise MalformedResponse("header line too long")
+            # the connection ended inside the head
+            raise http.client.IncompleteRead(line)
+        name, sep, value = line.partition(b":")
+        # A name must be a token right before its colon: "Name : v" and a line starting
+        # with whitespace (obsolete folding) are refused, not read as a new header.
+        if not sep or not name or name.translate(None, _TOKEN):
+            raise MalformedResponse(f"malformed header line {line[:40]!r}")
+        key = name.decode("ascii").lower()
+        text = value.strip(b" \t\r\n").decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    raise MalformedResponse("too many header lines")
 
 
 def _read_chunked(reader: Any) -> bytes:
     parts = []
-    while True:
+    total = 0
+    for _ in range(_MAX_CHUNKS):
         line = reader.readline(_MAX_LINE + 1)
-        digits = line.split(b";", 1)[0].strip()
-        if not digits or not all(c in _HEX for c in digits):  # int() would take "-5", "1_0"
+        if not line.endswith(b"\n"):
+            if len(line) > _MAX_LINE:
+                raise MalformedResponse("chunk size line too long")
             raise http.client.IncompleteRead(b"".join(parts))
+        digits = line.split(b";", 1)[0].rstrip(b" \t\r\n")
+        # int(x, 16) would take "-5", "+2", "1_0", " 2" and sizes of any length
+        if not digits or len(digits) > _MAX_CHUNK_DIGITS or digits.translate(None, _HEX):
+            raise MalformedResponse(f"bad chunk size {line[:20]!r}")
         size = int(digits, 16)
         if size == 0:
-            while line := reader.readline(_MAX_LINE + 1):  # trailers, up to the blank line
-                if line in (b"\r\n", b"\n"):
-                    break
+            _read_headers(reader)
             return b"".join(parts)
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise MalformedResponse(f"chunked body over {MAX_BODY_BYTES}")
         chunk = reader.read(size + 2)
-        if len(chunk) < size + 2 or chunk[size:] != b"\r\n":
-            raise http.client.IncompleteRead(b"".join(parts), max(0, size + 2 - len(chunk)))
+        if len(chunk) < size + 2:
+            raise http.client.IncompleteRead(b"".join(parts), size + 2 - len(chunk))
+        if chunk[size:] != b"\r\n":
+            raise MalformedResponse("chunk not closed by CRLF")
         parts.append(chunk[:size])
+    raise MalformedResponse("too many chunks")
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -149,10 +223,12 @@ class Connections:
             conn.close()
 
     def put(self, conn: Connection) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < self.size:
-                self._idle.append(conn)
-                return
+        """Keep a connection for the next call, unless anything is left unread on it."""
+        if conn.drained():
+            with self._lock:
+                if not self._closed and len(self._idle) < self.size:
+                    self._idle.append(conn)
+                    return
         conn.close()
 
     def close(self) -> None:
