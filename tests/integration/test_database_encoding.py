@@ -5,6 +5,7 @@ a LATIN1 database created here, real LocalStack."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -26,17 +27,24 @@ LATIN1_USER = "Müller-Ærøskøbing ÿ½§"
 UNREPRESENTABLE = "Zoë’s phone €"
 
 
-@pytest.fixture
-def latin1_stack(stack: Stack) -> Iterator[Stack]:
-    name = f"t_latin1_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def database_in(stack: Stack, encoding: str) -> Iterator[Stack]:
+    """The stack's queues on a database of its own in `encoding`."""
+    name = f"t_{encoding.lower()}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
-                     " TEMPLATE template0")
+        conn.execute(f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' LC_COLLATE 'C'"
+                     " LC_CTYPE 'C' TEMPLATE template0")
     url = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
     try:
         yield Stack(stack.sqs, stack.queue_url, stack.dlq_url, url, key=stack.key)
     finally:
         drop_database(url)
+
+
+@pytest.fixture
+def latin1_stack(stack: Stack) -> Iterator[Stack]:
+    with database_in(stack, "LATIN1") as latin1:
+        yield latin1
 
 
 def event(user_id: str) -> str:
@@ -89,3 +97,16 @@ def test_text_the_driver_cannot_encode_is_that_rows_reject(
     assert outcome.stored == 9
     assert [reason for _, reason in outcome.rejected] == ["db_rejected:encoding"]
     assert s.count_rows() == 9
+
+
+def test_sql_ascii_database_stores_every_text_as_sent(stack: Stack) -> None:
+    """SQL_ASCII converts nothing: with UTF-8 sent, what is read back as UTF-8 is what was
+    sent (no row refused, none garbled)."""
+    with database_in(stack, "SQL_ASCII") as s:
+        s.send([*sample_bodies(), event(LATIN1_USER), event(UNREPRESENTABLE)])
+        result = s.cli("run", "--until-empty", timeout=120)
+        assert "Traceback" not in result.stderr
+        assert s.count_rows() == 99 + 2
+        assert s.query("SELECT count(*) FROM user_logins WHERE user_id IN (%s, %s)",
+                       (LATIN1_USER, UNREPRESENTABLE)) == [(2,)]
+        assert len(s.receive_all(dlq=True)) == 1

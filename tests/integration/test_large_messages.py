@@ -31,15 +31,26 @@ def send_one_by_one(stack: Stack, bodies: list[str], queue_url: str | None = Non
         stack.sqs.send_message(QueueUrl=queue_url or stack.queue_url, MessageBody=body)
 
 
+def send_with_forged_marks(stack: Stack, bodies: list[str]) -> None:
+    """Each with both of our attribute names, forged (one non-ASCII, one of another type)."""
+    marks = {"login_etl_redrive_of": {"DataType": "String", "StringValue": "x|k|é"},
+             "login_etl_origin": {"DataType": "Binary", "BinaryValue": b"\xff|k|\x00"}}
+    for start in range(0, len(bodies), 10):
+        stack.sqs.send_message_batch(QueueUrl=stack.queue_url, Entries=[
+            {"Id": str(i), "MessageBody": body, "MessageAttributes": marks}
+            for i, body in enumerate(bodies[start:start + 10])])
+
+
 def test_valid_events_mixed_with_large_rejects_all_settle(stack: Stack, tmp_path: Path) -> None:
-    """300 valid events, 10 rejects of ~105 KB (over 1 MiB in one hand-off), one reject that
-    fits the DLQ with our attributes and one that does not."""
+    """300 valid events (30 with forged marks), 10 rejects of ~105 KB (over 1 MiB in one
+    hand-off), one reject that fits the DLQ with our attributes and one that does not."""
     valid = unique_bodies(300, prefix="mixed")
     large = [junk(105_000, i) for i in range(10)]
     fits, too_long = junk(MIB - 4096, 11), junk(MIB - 16, 12)
     stack.send(valid[:150])
     send_one_by_one(stack, [*large, fits, too_long])
-    stack.send(valid[150:])
+    send_with_forged_marks(stack, valid[150:180])
+    stack.send(valid[180:])
     started = time.monotonic()
     result = stack.cli("run", "--until-empty", timeout=180)
     seconds = time.monotonic() - started
