@@ -22,6 +22,7 @@ $(BIN)/login-etl: pyproject.toml
 services:
 	bash scripts/postgres.sh
 	bash scripts/localstack.sh
+	bash scripts/pgbouncer.sh
 	bash scripts/chromium.sh
 
 lint: venv

@@ -23,7 +23,7 @@ from login_etl import __version__, logs
 from login_etl.masking import Masker, UnmaskError
 from login_etl.queue import Queue, QueueError, dlq_url_for, make_client, redrive
 from login_etl.settings import ConfigError, Settings
-from login_etl.store import Store, StoreError
+from login_etl.store import Bounds, Store, StoreError
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 1
@@ -75,7 +75,10 @@ class Context:
         return Queue(self.client, url, "dlq", sealer)
 
     def store(self) -> Store:
-        store = Store(self.settings.database_url, pool_size=self.settings.db_pool_size)
+        settings = self.settings
+        store = Store(settings.database_url, pool_size=settings.db_pool_size, bounds=Bounds(
+            statement_ms=settings.statement_timeout_ms, lock_ms=settings.lock_timeout_ms,
+            idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms))
         try:
             store.open()
         except StoreError as exc:

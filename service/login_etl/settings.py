@@ -60,6 +60,10 @@ class Settings:
     shutdown_timeout: float = 25.0
     ledger_retention_days: int = 15
     pool_size: int = 0
+    # Set per transaction (PgBouncer in transaction mode keeps no session settings).
+    statement_timeout_ms: int = 30_000
+    lock_timeout_ms: int = 10_000
+    idle_in_transaction_timeout_ms: int = 60_000
     # What the AWS_* environment said, if anything: otherwise region and endpoint follow the
     # queue URL (see the properties), also when --queue-url replaces it.
     aws_region: str | None = None
@@ -102,6 +106,13 @@ class Settings:
         _positive("VISIBILITY_TIMEOUT", self.visibility_timeout, 5, 43_200)
         _positive("HTTP_PORT", self.http_port, 0, 65_535)
         _positive("LEDGER_RETENTION_DAYS", self.ledger_retention_days, 1, 3650)
+        _positive("STATEMENT_TIMEOUT_MS", self.statement_timeout_ms, 10, 3_600_000)
+        _positive("LOCK_TIMEOUT_MS", self.lock_timeout_ms, 10, 3_600_000)
+        _positive("IDLE_IN_TRANSACTION_TIMEOUT_MS", self.idle_in_transaction_timeout_ms, 10,
+                  3_600_000)
+        if self.lock_timeout_ms > self.statement_timeout_ms:
+            raise ConfigError(f"{PREFIX}LOCK_TIMEOUT_MS ({self.lock_timeout_ms}) must not exceed "
+                              f"{PREFIX}STATEMENT_TIMEOUT_MS ({self.statement_timeout_ms})")
         if not 0 < self.shutdown_timeout <= 3600:
             raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
         if self.masking_mode not in ("hmac", "siv"):
@@ -148,6 +159,10 @@ class Settings:
             shutdown_timeout=_float(get, "SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             ledger_retention_days=_int(get, "LEDGER_RETENTION_DAYS", cls.ledger_retention_days),
             pool_size=_int(get, "DB_POOL_SIZE", 0),
+            statement_timeout_ms=_int(get, "STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms),
+            lock_timeout_ms=_int(get, "LOCK_TIMEOUT_MS", cls.lock_timeout_ms),
+            idle_in_transaction_timeout_ms=_int(get, "IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                                                cls.idle_in_transaction_timeout_ms),
             sqs_client=(get("SQS_CLIENT") or "lean").lower(),
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None,

@@ -9,8 +9,10 @@ ambiguous commit (connection lost after COMMIT was sent), and several replicas a
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -46,18 +48,40 @@ _TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
 
-# Bounds on every statement, so a stuck lock or a half-dead server cannot hold a batch (and a
-# shutdown) forever; both errors are retried like an outage. Keepalives find dead peers.
+# Startup parameters PgBouncer passes on (it refuses `options`): the statement bounds are set
+# per transaction instead (Bounds). Keepalives find dead peers.
 CONNECTION_OPTIONS: dict[str, Any] = {
     "application_name": "login-etl",
     # Text goes to the server as UTF-8 whatever the database's encoding, so the server decides
     # per row what it can store (untranslatable text is a row's data error, 22P05), never the
     # driver for a whole batch. A startup parameter PgBouncer passes on and tracks.
     "client_encoding": "UTF8",
-    "options": "-c statement_timeout=30000 -c lock_timeout=10000"
-               " -c idle_in_transaction_session_timeout=60000",
     "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
 }
+# No server-side prepared statements: behind PgBouncer in transaction mode the next
+# transaction may run on a server connection that never saw the PREPARE.
+CONNECTION_KWARGS: dict[str, Any] = {**CONNECTION_OPTIONS, "prepare_threshold": None}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Limits on every transaction, so a stuck lock or a half-dead server cannot hold a batch
+    (and a shutdown) forever; both errors are retried like an outage.
+
+    Set with set_config(..., true) (SET LOCAL) as the first statement of each transaction:
+    session settings would not survive transaction pooling, where each transaction may run
+    on another server connection.
+    """
+
+    statement_ms: int = 30_000
+    lock_ms: int = 10_000
+    idle_in_transaction_ms: int = 60_000
+
+    def sql(self) -> str:
+        return (f"SELECT set_config('statement_timeout', '{self.statement_ms:d}', true),"
+                f" set_config('lock_timeout', '{self.lock_ms:d}', true),"
+                " set_config('idle_in_transaction_session_timeout',"
+                f" '{self.idle_in_transaction_ms:d}', true)")
 
 
 # psycopg_pool doubles the wait between reconnect attempts without bound (1, 2, 4, 8, 16 s),
@@ -89,10 +113,13 @@ def is_data_error(exc: BaseException) -> bool:
 
 
 class Store:
-    def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
+    def __init__(self, database_url: str, *, pool_size: int = 2,
+                 bounds: Bounds | None = None) -> None:
+        self.bounds = bounds or Bounds()
+        self._bounds_sql = self.bounds.sql()
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
-            kwargs=CONNECTION_OPTIONS, name="login-etl", timeout=3,
+            kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
             check=ConnectionPool.check_connection,
             reconnect_timeout=RECONNECT_SECONDS, reconnect_failed=_reconnect_now,
         )
@@ -113,7 +140,7 @@ class Store:
 
     def _probe(self, wait_seconds: float) -> None:
         timeout = max(1, int(wait_seconds / 3))
-        psycopg.connect(self.pool.conninfo, connect_timeout=timeout, **CONNECTION_OPTIONS).close()
+        psycopg.connect(self.pool.conninfo, connect_timeout=timeout, **CONNECTION_KWARGS).close()
 
     def close(self, timeout: float = 1.0) -> None:
         """Short: at shutdown the bound matters more than a tidy goodbye to a stuck server."""
@@ -124,19 +151,31 @@ class Store:
         with self.pool.connection() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def bounded(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction that starts by setting its Bounds.
+
+        Every statement of the store runs in one: a read alone would otherwise carry no
+        statement_timeout at all behind PgBouncer.
+        """
+        with self.pool.connection(timeout=timeout) as conn, conn.transaction():
+            conn.execute(self._bounds_sql)
+            yield conn
+
     def init_schema(self) -> None:
         """Create what is missing; a role without CREATE can run against an existing schema."""
         try:
-            with self.connection() as conn:
+            with self.bounded() as conn:
                 row = conn.execute(
                     "SELECT to_regclass('user_logins') IS NOT NULL"
                     " AND to_regclass('login_etl_ledger') IS NOT NULL"
                     " AND to_regclass('login_etl_ledger_processed_at') IS NOT NULL").fetchone()
                 if row and row[0]:
                     return
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    conn.execute(SCHEMA)
+                # A transaction-level lock: released at COMMIT, so it holds under transaction
+                # pooling too (a session lock could outlive us on a shared server connection).
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
         except psycopg.Error as exc:
             raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
                              retryable=False) from exc
@@ -145,13 +184,13 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         """BEGIN ... COMMIT on one pooled connection; an exception rolls back."""
         started = time.perf_counter()
-        with self.connection() as conn, conn.transaction():
+        with self.bounded() as conn:
             yield Transaction(conn)
         metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def ping(self) -> bool:
         try:
-            with self.pool.connection(timeout=2) as conn:
+            with self.bounded(timeout=2) as conn:
                 conn.execute("SELECT 1")
             return True
         except Exception:
@@ -166,7 +205,7 @@ class Store:
         """
         total = 0
         while True:
-            with self.connection() as conn, conn.transaction():
+            with self.bounded() as conn:
                 deleted = conn.execute(
                     "DELETE FROM login_etl_ledger WHERE ctid = ANY(ARRAY("
                     " SELECT ctid FROM login_etl_ledger"
@@ -180,7 +219,7 @@ class Store:
     def count_rows(self) -> int:
         """Exact up to a million rows; beyond that the planner's estimate (a display figure,
         so a status page refreshing every few seconds never scans a big table)."""
-        with self.connection() as conn:
+        with self.bounded() as conn:
             row = conn.execute(
                 "SELECT CASE WHEN c.reltuples > 1000000 THEN c.reltuples::bigint"
                 " ELSE (SELECT count(*) FROM user_logins) END"
@@ -193,7 +232,7 @@ class Store:
 
         Only the last pages of the heap are read (a TID range scan), not the whole table.
         """
-        with self.connection() as conn:
+        with self.bounded() as conn:
             pages = conn.execute(
                 "SELECT pg_relation_size('user_logins') / current_setting('block_size')::int"
             ).fetchone()
@@ -209,7 +248,7 @@ class Store:
             return rows
 
     def clear(self) -> int:
-        with self.connection() as conn, conn.transaction():
+        with self.bounded() as conn:
             rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
             conn.execute("TRUNCATE user_logins, login_etl_ledger")
             return int(rows[0]) if rows else 0
@@ -234,16 +273,27 @@ _FAILURES = (
 )
 
 
+# What a server (PostgreSQL or a pooler) sent back, as libpq quotes it after the attempt:
+# '... port 6432 failed: FATAL:  unsupported startup parameter: options'.
+_SERVER_SAID = re.compile(r" failed: (?:FATAL|ERROR|PANIC):  ([^\n]{1,300})")
+
+
 def _why_not(exc: psycopg.Error) -> str:
-    """A fixed description, never libpq's text: that can quote a mistyped URL, and with it a
-    piece of the password (an unencoded "@" in it makes the rest look like the host)."""
+    """The server's own refusal, else a fixed description, never libpq's client-side text:
+    that can quote a mistyped URL, and with it a piece of the password (an unencoded "@" in
+    it makes the rest look like the host). A server never echoes a password."""
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _REFUSALS:
         return f"{_REFUSALS[sqlstate]} ({sqlstate})"
-    text = str(exc).lower()
+    text = str(exc)
+    said = _SERVER_SAID.findall(text)
+    server = f"the server said: {said[-1].strip()}" if said else None
+    lowered = text.lower()
     for needles, what in _FAILURES:
-        if all(n in text for n in needles):
-            return what
+        if all(n in lowered for n in needles):
+            return f"{what} ({server})" if server else what
+    if server:
+        return server
     return type(exc).__name__
 
 
@@ -273,7 +323,7 @@ class Transaction:
             pass
         ids = [i for i, _ in ids_and_outcomes]
         outcomes = [o for _, o in ids_and_outcomes]
-        cur = self.conn.execute(_CLAIM, (ids, outcomes), prepare=True)
+        cur = self.conn.execute(_CLAIM, (ids, outcomes))
         return {row[0] for row in cur.fetchall()}
 
     def unclaim(self, ids: Sequence[str]) -> None:

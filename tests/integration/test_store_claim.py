@@ -93,16 +93,16 @@ def test_prune_forgets_only_ids_past_retention_in_chunks(store: Store) -> None:
                      " SELECT 'new' || i, 'stored', now() - interval '14 days'"
                      " FROM generate_series(1, 5) i")
     transactions = 0
-    connection = store.connection
+    bounded = store.bounded
 
     def counting() -> Any:
         nonlocal transactions
         transactions += 1
-        return connection()
+        return bounded()
 
-    store.connection = counting  # type: ignore[method-assign]
+    store.bounded = counting  # type: ignore[method-assign]
     assert store.prune_ledger(15, chunk=3) == 10
-    store.connection = connection  # type: ignore[method-assign]
+    store.bounded = bounded  # type: ignore[method-assign]
     assert transactions == 4, "10 old ids in chunks of 3: four short transactions"
     with store.connection() as conn:
         left = sorted(r[0] for r in conn.execute("SELECT message_id FROM login_etl_ledger"))

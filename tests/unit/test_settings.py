@@ -39,6 +39,11 @@ def test_several_keys_first_writes() -> None:
     ({"LOGIN_ETL_MASKING_KEYS": f"bad id:{KEY}"}, "MASKING_KEYS entry 1"),
     ({"LOGIN_ETL_MASKING_KEYS": f"a:{KEY},a:{KEY}"}, "twice"),
     ({"LOGIN_ETL_MASKING_KEY_FILE": "/nonexistent/key"}, "cannot read"),
+    ({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "0"}, "LOGIN_ETL_STATEMENT_TIMEOUT_MS must be between"),
+    ({"LOGIN_ETL_LOCK_TIMEOUT_MS": "soon"}, "LOGIN_ETL_LOCK_TIMEOUT_MS must be an integer"),
+    ({"LOGIN_ETL_IDLE_IN_TRANSACTION_TIMEOUT_MS": "-1"}, "IDLE_IN_TRANSACTION_TIMEOUT_MS must be"),
+    ({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "1000", "LOGIN_ETL_LOCK_TIMEOUT_MS": "2000"},
+     "must not exceed"),
 ])
 def test_bad_settings_fail_with_one_line(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -61,3 +66,11 @@ def test_key_from_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path.write_text(KEY + "\n")
     s = Settings.from_env({"LOGIN_ETL_MASKING_KEY_FILE": str(path)})
     assert s.writing_key.secret == bytes.fromhex(KEY)
+
+
+def test_short_database_bounds_are_accepted() -> None:
+    s = Settings.from_env({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "500",
+                           "LOGIN_ETL_LOCK_TIMEOUT_MS": "200",
+                           "LOGIN_ETL_IDLE_IN_TRANSACTION_TIMEOUT_MS": "1000"})
+    assert (s.statement_timeout_ms, s.lock_timeout_ms, s.idle_in_transaction_timeout_ms) == (
+        500, 200, 1000)
