@@ -214,10 +214,12 @@ def parse_ip(text: str) -> str | None:
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
+        # a zone id is refused first: "::ffff:1.2.3.4%eth0" is no more an address than
+        # "fe80::1%eth0", whatever it maps to
+        if address.scope_id is not None:
+            return None
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
-        if address.scope_id:
-            return None
     return str(address)
 
 

@@ -19,7 +19,7 @@ from login_etl import metrics, retrying
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.settings import ConfigError, Settings
-from login_etl.sqs import lean_client
+from login_etl.sqs.choose import check_ca_bundle, lean_client
 
 T = TypeVar("T")
 MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
@@ -86,6 +86,7 @@ def _make_client(settings: Settings, pool: int) -> Any:
     lean = lean_client(settings, pool)
     if lean is not None:
         return lean
+    check_ca_bundle(settings)
     import boto3  # only here: its import (s3transfer and all) costs a noticeable start-up
     from botocore.config import Config
 

@@ -17,6 +17,9 @@ from tests.integration.stack import Stack
     ({"LOGIN_ETL_QUEUE_URL": "http://127.0.0.1:4566/000000000000/no-such-queue"},
      "queue does not exist"),
     ({"LOGIN_ETL_MASKING_MODE": "plain"}, "LOGIN_ETL_MASKING_MODE"),
+    *[({"AWS_CA_BUNDLE": "/nonexistent/ca.pem", "LOGIN_ETL_SQS_CLIENT": client,
+        "LOGIN_ETL_QUEUE_URL": "https://127.0.0.1:1/000000000000/q"}, "CA bundle not found")
+      for client in ("lean", "boto3")],
 ])
 def test_bad_configuration_exits_2_with_one_line(stack: Stack, env: dict[str, str],
                                                  fragment: str) -> None:

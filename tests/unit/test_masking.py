@@ -137,6 +137,7 @@ def test_ipv6_compressed_and_expanded_spellings_are_one_form(address: ipaddress.
 
 @pytest.mark.parametrize("text", [
     "", " ", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.4/24", "fe80::1%eth0",
+    "::ffff:1.2.3.4%eth0", "::ffff:102:304%1", "::FFFF:1.2.3.4%0",
     "::ffff:1.2.3.256", "1:2:3:4:5:6:7:8:9", "gggg::1", "localhost", "1.2.3.4 5", "١.2.3.4",
 ])
 def test_what_ipaddress_refuses_is_not_an_ip(text: str) -> None:
@@ -151,7 +152,7 @@ def test_normalise_ip_agrees_with_ipaddress(text: str) -> None:
         assert normalise_ip(text) is None
         return
     result = normalise_ip(text)
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
         assert result is None
     else:
         assert result is not None and ipaddress.ip_address(result) in (

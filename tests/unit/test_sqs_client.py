@@ -27,7 +27,8 @@ from botocore.exceptions import (
 )
 
 from login_etl import retrying
-from login_etl.settings import Settings
+from login_etl.queue import make_client
+from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.choose import lean_client
 from login_etl.sqs.client import SqsClient
 from login_etl.sqs.http11 import MAX_BODY_BYTES, MalformedResponse, read_response
@@ -468,3 +469,25 @@ def test_every_malformed_answer_is_a_retryable_error_and_the_connection_is_dropp
     assert sqs._connections._idle == []
     assert isinstance(caught.value, ConnectionClosedError | HTTPClientError), caught.value
     assert retrying.sqs_retryable(caught.value)
+
+
+@pytest.mark.parametrize("which", ["lean", "boto3"])
+def test_a_ca_bundle_that_is_not_there_is_a_config_error(aws_env: pytest.MonkeyPatch,
+                                                         tmp_path: Any, which: str) -> None:
+    aws_env.setenv("AWS_CA_BUNDLE", str(tmp_path / "no-such-ca.pem"))
+    settings = Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/000000000000/q",
+                        sqs_client=which)
+    with pytest.raises(ConfigError, match=r"CA bundle not found.*no-such-ca\.pem"):
+        make_client(settings)
+    # unused over plain HTTP: no reason to refuse the start
+    assert make_client(settings_for(sqs_client=which)) is not None
+
+
+def test_a_ca_bundle_without_certificates_is_a_config_error(aws_env: pytest.MonkeyPatch,
+                                                            tmp_path: Any) -> None:
+    bundle = tmp_path / "empty.pem"
+    bundle.write_text("not a certificate\n")
+    aws_env.setenv("AWS_CA_BUNDLE", str(bundle))
+    settings = Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/000000000000/q")
+    with pytest.raises(ConfigError, match="CA bundle"):
+        make_client(settings)

@@ -4,11 +4,12 @@ the credentials and CA bundle boto3 would use."""
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from login_etl.settings import Settings
+from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.client import SqsClient
 
 
@@ -48,10 +49,40 @@ def lean_client(settings: Settings, pool: int) -> SqsClient | None:
         ca_bundle = session.get_config_variable("ca_bundle")
     if any(flag.lower() == "true" for flag in flags):
         return None
-    if parts.scheme == "https" and not ca_bundle:
-        ca_bundle = _default_ca_bundle()
-    return SqsClient(endpoint, settings.region, credentials, pool=pool, connect_timeout=3,
-                     read_timeout=settings.wait_time_seconds + 10, ca_bundle=ca_bundle)
+    if parts.scheme == "https":
+        if ca_bundle:
+            _check_ca_bundle(ca_bundle)
+        else:
+            ca_bundle = _default_ca_bundle()
+    try:
+        return SqsClient(endpoint, settings.region, credentials, pool=pool, connect_timeout=3,
+                         read_timeout=settings.wait_time_seconds + 10, ca_bundle=ca_bundle)
+    except ssl.SSLError as exc:
+        # a file that is there but holds no certificate OpenSSL can read
+        raise ConfigError(f"CA bundle {ca_bundle}: {exc.reason or 'not a PEM bundle'}") from None
+
+
+def check_ca_bundle(settings: Settings) -> None:
+    """For the boto3 client: a CA bundle that is not there is configuration, said at start.
+
+    botocore would only fail at the first HTTPS call, with an error retried like a lost
+    connection; the lean client checks the same in lean_client.
+    """
+    endpoint = settings.endpoint_url or _aws_endpoint(settings.region)
+    if urlsplit(endpoint).scheme != "https":
+        return
+    import botocore.session
+
+    # AWS_CA_BUNDLE first, then ca_bundle in the AWS config file, as botocore reads them
+    ca_bundle = botocore.session.get_session().get_config_variable("ca_bundle")
+    if ca_bundle:
+        _check_ca_bundle(ca_bundle)
+
+
+def _check_ca_bundle(path: str) -> None:
+    if not os.path.exists(path):
+        raise ConfigError(f"CA bundle not found (AWS_CA_BUNDLE or ca_bundle in the AWS config "
+                          f"file): {path}")
 
 
 class _EnvironmentCredentials:
