@@ -10,6 +10,7 @@
 #   1. a dockerd (started from Debian's docker.io when none answers; stopped
 #      again at the end if this script started it, unless KEEP_DOCKERD=1)
 #   2. the base image (cached as a tarball under $CACHE)
+#   (both from scripts/docker-lib.sh, shared with scripts/compose-test.sh)
 #   3. docker build --build-arg BASE_IMAGE=<base>
 #   4. fresh queues (config/localstack-init hook, run inside the image: it has
 #      boto3) loaded with config/sample_data.json, and a fresh database
@@ -25,9 +26,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${LOGIN_ETL_CACHE:-/root/.cache/login-etl}
-BASE_TAG=${BASE_TAG:-login-etl-base:bookworm}
-BASE_TAR=$CACHE/debian-bookworm-python3-base.tar
 IMAGE=${IMAGE:-login-etl:local}
 PG_HOST=127.0.0.1
 PG_PORT=5432
@@ -41,8 +39,8 @@ T0=$(date +%s)
 log() { printf '[docker-image %3ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
 die() { log "FAIL: $*"; exit 1; }
 
-mkdir -p "$CACHE"
-STARTED_DOCKERD_PID=""
+# shellcheck source=scripts/docker-lib.sh
+source "$ROOT/scripts/docker-lib.sh"
 CONTAINERS=()
 
 cleanup() {
@@ -57,116 +55,10 @@ for q in ('$QUEUE', '$QUEUE-dlq'):
     c.delete_queue(QueueUrl=c.get_queue_url(QueueName=q)['QueueUrl'])" >/dev/null 2>&1
     fi
     [[ -n "${DB_MADE:-}" ]] && dropdb --if-exists "$DB" >/dev/null 2>&1
-    if [[ -n "$STARTED_DOCKERD_PID" && "${KEEP_DOCKERD:-0}" != 1 ]]; then
-        log "stopping the dockerd this script started (pid $STARTED_DOCKERD_PID)"
-        kill "$STARTED_DOCKERD_PID" 2>/dev/null
-        for _ in $(seq 1 30); do kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null || break; sleep 1; done
-    fi
+    stop_started_dockerd
     exit $rc
 }
 trap cleanup EXIT
-
-# ------------------------------------------------------------------ 1. dockerd
-ensure_dockerd() {
-    if docker info >/dev/null 2>&1; then
-        log "dockerd already running"
-        return
-    fi
-    if ! command -v dockerd >/dev/null; then
-        log "installing Debian's docker.io"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
-    fi
-    mkdir -p "$CACHE/docker-data"
-    log "starting dockerd (no bridge, no iptables: containers use --network host)"
-    dockerd --host unix:///var/run/docker.sock --data-root "$CACHE/docker-data" \
-        --iptables=false --ip6tables=false --bridge=none \
-        --pidfile "$CACHE/dockerd.pid" >"$CACHE/dockerd.log" 2>&1 &
-    STARTED_DOCKERD_PID=$!
-    for _ in $(seq 1 60); do
-        docker info >/dev/null 2>&1 && return
-        kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null || { tail -20 "$CACHE/dockerd.log"; die "dockerd exited"; }
-        sleep 1
-    done
-    die "dockerd did not answer within 60 s (log: $CACHE/dockerd.log)"
-}
-
-# -------------------------------------------------------------- 2. base image
-debian_mirror() {
-    if [[ -n "${DEBIAN_MIRROR:-}" ]]; then echo "$DEBIAN_MIRROR"; return; fi
-    # The first non-security Debian URI apt uses here (deb822 or one-line form).
-    local uri
-    uri=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
-              /etc/apt/sources.list.d/*.list 2>/dev/null \
-          | grep -v security | grep -oE 'https?://[^ ]*/debian/?' | head -1 || true)
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
-build_base_tarball() {
-    command -v debootstrap >/dev/null || {
-        log "installing debootstrap"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-    }
-    local mirror rootfs
-    mirror=$(debian_mirror)
-    rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
-    log "debootstrap bookworm (minbase + python3, python3-venv, ca-certificates) from $mirror"
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-        bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
-        || { tail -20 "$CACHE/debootstrap.log"; rm -rf "$rootfs"; die "debootstrap failed"; }
-    # This machine reaches PyPI through a TLS-intercepting proxy whose CA is in
-    # the host's bundle only. The base (local-only, never pushed) trusts the
-    # host's extra CAs so that `pip install` works inside `docker build`.
-    python3 - "$rootfs" <<'PY'
-import pathlib, re, sys
-root = pathlib.Path(sys.argv[1])
-pat = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
-bundle = "etc/ssl/certs/ca-certificates.crt"
-host = pat.findall(pathlib.Path("/" + bundle).read_text())
-base = set(pat.findall((root / bundle).read_text()))
-for i, cert in enumerate(c for c in host if c not in base):
-    (root / f"usr/local/share/ca-certificates/host-extra-{i}.crt").write_text(cert + "\n")
-PY
-    chroot "$rootfs" update-ca-certificates >/dev/null
-    # Trim what a container never needs.
-    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
-        "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/debconf/*-old \
-        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
-        "$rootfs"/usr/share/locale/* "$rootfs"/var/log/* "$rootfs"/tmp/* \
-        "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname
-    tar --numeric-owner -C "$rootfs" -cf "$BASE_TAR.part" .
-    mv "$BASE_TAR.part" "$BASE_TAR"
-    rm -rf "$rootfs"
-    log "base tarball cached: $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1))"
-}
-
-ensure_base() {
-    if [[ "${KEEP_BASE:-1}" == 1 ]] && docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
-        log "base image $BASE_TAG present"
-        return
-    fi
-    [[ -s "$BASE_TAR" ]] || build_base_tarball
-    log "docker import $BASE_TAR -> $BASE_TAG"
-    docker import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-        --change 'CMD ["python3"]' \
-        "$BASE_TAR" "$BASE_TAG" >/dev/null
-}
-
-# --------------------------------------------------------------------- 3. build
-build_image() {
-    [[ -f "$ROOT/README.md" ]] || die "README.md missing (pyproject.toml names it as readme)"
-    log "docker build -t $IMAGE --build-arg BASE_IMAGE=$BASE_TAG"
-    local t
-    t=$(date +%s)
-    DOCKER_BUILDKIT=0 docker build --network host --build-arg "BASE_IMAGE=$BASE_TAG" \
-        -t "$IMAGE" "$ROOT" >"$CACHE/docker-build.log" 2>&1 \
-        || { tail -40 "$CACHE/docker-build.log"; die "docker build failed"; }
-    log "built in $(($(date +%s) - t)) s"
-}
 
 # ------------------------------------------------------------ 4. queues and DB
 in_image_python() {
@@ -267,7 +159,7 @@ run_daemon() {
 
 ensure_dockerd
 ensure_base
-build_image
+build_service_image "$IMAGE"
 prepare_backends
 run_until_empty
 run_daemon
