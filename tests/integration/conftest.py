@@ -40,12 +40,25 @@ def postgres() -> str:
     return ADMIN_DSN
 
 
+# Runs a test with each SQS client the product has: `@both_clients` on the test (its `stack`
+# then runs `login-etl` with LOGIN_ETL_SQS_CLIENT set to each in turn).
+CLIENTS = ("lean", "boto3")
+both_clients = pytest.mark.parametrize("sqs_client_kind", CLIENTS, indirect=True)
+
+
 @pytest.fixture
-def stack(sqs: Any, postgres: str) -> Iterator[Stack]:
+def sqs_client_kind(request: pytest.FixtureRequest) -> str | None:
+    """The LOGIN_ETL_SQS_CLIENT a test runs with; None: the product's default."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
     """A fresh queue pair and a fresh database for one test."""
     queue_url, dlq_url = create_queues(sqs)
     database_url = create_database()
-    yield Stack(sqs, queue_url, dlq_url, database_url)
+    extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
+    yield Stack(sqs, queue_url, dlq_url, database_url, extra_env=extra)
     for url in (queue_url, dlq_url):
         with contextlib.suppress(Exception):
             sqs.delete_queue(QueueUrl=url)

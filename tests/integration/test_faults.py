@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import both_clients
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.stack import (
     Stack,
@@ -79,6 +80,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(stack: Stack, tmp
     assert_exactly_once(stack, 3000)
 
 
+@both_clients
 def test_sigterm_drains_and_exits_0_within_the_bound(stack: Stack, tmp_path: Path) -> None:
     stack.send(unique_bodies(3000))
     log = tmp_path / "worker.log"
@@ -102,7 +104,10 @@ RECOVERY_SECONDS = 2.0
 RECOVERY_TOLERANCE = 0.3
 
 
-@pytest.mark.parametrize("dependency", ["postgres", "sqs"])
+# The SQS outage with each client (the boto3 one reports it with its own exceptions).
+@pytest.mark.parametrize(("dependency", "sqs_client_kind"),
+                         [("postgres", None), ("sqs", "lean"), ("sqs", "boto3")],
+                         indirect=["sqs_client_kind"])
 def test_outage_pauses_and_resumes(stack: Stack, tmp_path: Path, dependency: str) -> None:
     """The dependency vanishes mid-run (a TCP proxy cuts it) and comes back 15 s later: the
     worker commits again within RECOVERY_SECONDS of its return."""
@@ -193,6 +198,7 @@ def test_visibility_heartbeat_keeps_a_slow_batch_from_other_replicas(stack: Stac
     assert_exactly_once(stack, 200)
 
 
+@both_clients
 def test_deleted_queue_is_reported_not_retried_forever(stack: Stack, tmp_path: Path) -> None:
     worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=tmp_path / "w.log")
     wait_until(lambda: '"worker_started"' in (tmp_path / "w.log").read_text(), 30,
@@ -293,6 +299,7 @@ def test_keep_messages_daemon_never_pushes_messages_to_the_dlq(stack: Stack,
     wait_until(lambda: stack.depth()["visible"] == 50, 10, what="kept messages released")
 
 
+@both_clients
 def test_dlq_gone_mid_run_halts_and_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "w.log"
     worker = stack.start(env=stack.env(LOGIN_ETL_WAIT_TIME_SECONDS="1"), log=log)

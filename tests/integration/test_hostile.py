@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.conftest import both_clients
 from tests.integration.stack import Stack, sample_events
 
 GOOD = sample_events()[0]
@@ -70,6 +71,7 @@ def run_and_count(stack: Stack, sent: list[str]) -> None:
     assert stack.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
+@both_clients
 def test_hand_written_hostile_bodies(stack: Stack) -> None:
     sent = hand_written()
     run_and_count(stack, sent)

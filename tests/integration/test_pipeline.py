@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from tests.integration.conftest import both_clients
 from tests.integration.stack import SAMPLE, Stack, sample_bodies, sample_events, wait_until
 
 
@@ -18,6 +19,7 @@ def _raw_pii(stack: Stack) -> list[str]:
     return [v for v in values if any(v in cell for cell in cells)]
 
 
+@both_clients
 def test_sample_gives_99_rows_and_1_dlq_message(stack: Stack) -> None:
     stack.cli("load", str(SAMPLE))
     result = stack.cli("run", "--until-empty")
@@ -56,6 +58,7 @@ def test_create_date_is_the_date_sqs_received_the_message(stack: Stack) -> None:
     assert [str(d[0]) for d in dates] == [expected]
 
 
+@both_clients
 def test_keep_messages_then_run_stores_each_message_once(stack: Stack) -> None:
     stack.send(sample_bodies())
     stack.cli("run", "--keep-messages", "--until-empty")
@@ -158,6 +161,7 @@ def test_role_without_create_privilege_runs_on_an_existing_schema(stack: Stack) 
         stack.query("DROP OWNED BY etl_app_test; DROP ROLE etl_app_test")
 
 
+@both_clients
 def test_row_the_database_refuses_goes_to_the_dlq_alone(stack: Stack) -> None:
     """One bad row never fails its batch: it is isolated and handed to the DLQ with a reason."""
     stack.cli("init-db")
