@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test venv services lint unit integration bench clean
+.PHONY: test venv services lint unit integration bench mutate clean
 
 test: venv services lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests; rc=$$?; \
@@ -37,5 +37,15 @@ integration: venv services
 bench: venv services
 	$(BIN)/python benchmarks/run.py
 
+# Mutation score of tests/unit over messages, masking, retrying, settings and pipeline (mutmut,
+# then the module-level constants): tens of minutes on 2 cores, so not part of `make test`.
+# MUTATE_MODULES=retrying limits it to some modules.
+MUTATE_MODULES ?=
+mutate: venv
+	$(BIN)/pip install -q 'mutmut==3.8.1' 2>&1 | grep -v '^WARNING' || true
+	$(BIN)/python scripts/mutate.py $(MUTATE_MODULES); a=$$?; \
+	  $(BIN)/python scripts/mutate_constants.py $(MUTATE_MODULES); b=$$?; \
+	  [ $$a -eq 0 ] && [ $$b -eq 0 ]
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build/mutate build/mutate-constants

@@ -323,3 +323,26 @@ def test_retries_are_counted_under_their_own_operation(clock: Clock) -> None:
     after = {op: retries(op) for op, _ in ATTEMPTS}
     assert {op: after[op] - before[op] for op in after if after[op] != before[op]} == {
         "visibility": 3}
+
+
+# (operation, attempts, max_delay): a call that fails slowly is cut by the delay bound.
+DELAYS = [("receive", 4, 10), ("delete", 6, 15), ("dlq_send", 6, 15), ("visibility", 4, 5),
+          ("queue_attributes", 3, 5), ("send", 6, 30), ("connect", 5, 10), ("commit", 5, 15)]
+
+
+@pytest.mark.parametrize(("operation", "attempts", "max_delay"), DELAYS)
+def test_the_delay_bound_of_each_policy(clock: Clock, operation: str, attempts: int,
+                                        max_delay: float) -> None:
+    """The bound counts from the first retry: one slow attempt just past it ends the calls
+    (2 in all), one just short of it allows a third."""
+    for duration, calls_expected in ((max_delay - 0.05, 2), (max_delay - 0.15, 3)):
+        calls: list[Any] = []
+
+        def slow(duration: float = duration, calls: list[Any] = calls) -> None:
+            calls.append(clock.now)
+            clock.now += duration
+            raise RetryAgain()
+
+        with pytest.raises(RetryAgain):
+            retrying.call(operation, slow)
+        assert len(calls) == calls_expected, (operation, duration)

@@ -323,3 +323,12 @@ def test_a_missing_key_is_an_error_only_when_needed() -> None:
         _ = load().writing_key
     assert str(info.value) == ("LOGIN_ETL_MASKING_KEY (or _FILE, or LOGIN_ETL_MASKING_KEYS) is "
                                "required; `login-etl keygen` prints one")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (HEX_A[:62], "LOGIN_ETL_MASKING_KEY is 31 bytes; at least 32 are required"),
+    ("zz" * 32, "LOGIN_ETL_MASKING_KEY must be hex (64+ hex characters) or base64:<data>; "
+                "it is neither"),
+])
+def test_a_bad_single_key_names_its_variable(value: str, message: str) -> None:
+    assert refused({"LOGIN_ETL_MASKING_KEY": value}) == message

@@ -1,0 +1,366 @@
+"""Pipeline.settle with recording fakes: the order of calls is the product's promise.
+
+Commit, then delete; the DLQ hand-off inside the transaction; a failed commit deletes
+nothing; halving isolates the one row the database refuses. The fakes only record calls and
+keep a committed ledger; tests/integration/test_pipeline.py runs the same against Postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+from datetime import date
+from typing import Any
+
+import psycopg
+import psycopg.errors as pg
+import pytest
+
+from login_etl import metrics
+from login_etl.messages import LoginEvent, Received, Rejection, login_event
+from login_etl.pipeline import DLQ_REFUSED, LEDGER_REFUSED, Item, Outcome, Pipeline
+from login_etl.queue import QueueError
+from login_etl.store import StoreError
+
+Calls = list[tuple[str, Any]]
+
+
+class FakeTransaction:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.claimed: list[str] = []
+        self.rows: list[LoginEvent] = []
+
+    def claim(self, ids_and_outcomes: Sequence[tuple[str, str]]) -> set[str]:
+        self.store.calls.append(("claim", [i for i, _ in ids_and_outcomes]))
+        if any(i in self.store.refuse_claim for i, _ in ids_and_outcomes):
+            raise pg.StringDataRightTruncation("value too long for the ledger")
+        new = {i for i, _ in ids_and_outcomes if i not in self.store.ledger}
+        self.claimed += sorted(new)
+        return new
+
+    def insert(self, events: Sequence[LoginEvent]) -> None:
+        self.store.calls.append(("insert", [e.message_id for e in events]))
+        for event in events:
+            if event.user_id in self.store.refuse:
+                raise self.store.refuse[event.user_id]
+        self.rows += events
+
+    def unclaim(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.store.calls.append(("unclaim", list(ids)))
+        self.claimed = [i for i in self.claimed if i not in ids]
+
+
+class FakeStore:
+    """Rows and ledger entries become visible at COMMIT; an exception rolls the lot back."""
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+        self.ledger: set[str] = set()
+        self.rows: list[LoginEvent] = []
+        self.refuse: dict[str, BaseException] = {}
+        self.refuse_claim: set[str] = set()
+        self.commit_failures: list[BaseException] = []
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[FakeTransaction]:
+        self.calls.append(("begin", None))
+        tx = FakeTransaction(self)
+        try:
+            yield tx
+        except BaseException:
+            self.calls.append(("rollback", None))
+            raise
+        if self.commit_failures:
+            self.calls.append(("commit_failed", None))
+            raise self.commit_failures.pop(0)
+        self.ledger.update(tx.claimed)
+        self.rows += tx.rows
+        self.calls.append(("commit", None))
+
+
+class FakeQueue:
+    def __init__(self, calls: Calls, name: str) -> None:
+        self.calls = calls
+        self.name = name
+        self.sent: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+        self.fail_after: int | None = None
+        self.undeletable: set[str] = set()
+        self.delete_error: QueueError | None = None
+
+    def delete(self, messages: Sequence[Received]) -> list[str]:
+        self.calls.append((f"{self.name}.delete", [m.message_id for m in messages]))
+        if self.delete_error:
+            raise self.delete_error
+        return [m.message_id for m in messages if m.message_id in self.undeletable]
+
+    def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> list[str]:
+        self.calls.append((f"{self.name}.send", [(m.message_id, r) for m, r in rejected]))
+        taken = [(m.message_id, r) for m, r in rejected if m.message_id not in self.refuse]
+        if self.fail_after is not None:
+            error = QueueError("dlq down")
+            error.delivered = [i for i, _ in taken[:self.fail_after]]
+            self.sent += taken[:self.fail_after]
+            raise error
+        self.sent += taken
+        return [m.message_id for m, _ in rejected if m.message_id in self.refuse]
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda _s: None)
+
+
+@pytest.fixture
+def calls() -> Calls:
+    return []
+
+
+@pytest.fixture
+def store(calls: Calls) -> FakeStore:
+    return FakeStore(calls)
+
+
+@pytest.fixture
+def source(calls: Calls) -> FakeQueue:
+    return FakeQueue(calls, "source")
+
+
+@pytest.fixture
+def dlq(calls: Calls) -> FakeQueue:
+    return FakeQueue(calls, "dlq")
+
+
+@pytest.fixture
+def pipeline(store: FakeStore, source: FakeQueue, dlq: FakeQueue) -> Pipeline:
+    return Pipeline(store, source, dlq)  # type: ignore[arg-type]
+
+
+def good(message_id: str, user_id: str | None = None) -> Item:
+    received = Received(message_id, f"rh-{message_id}", "{}", 0)
+    return received, login_event(message_id, user_id or f"u-{message_id}", "ios", "h1.k.ip",
+                                 "h1.k.dev", None, 1, date(2024, 1, 1))
+
+
+def bad(message_id: str, reason: str = "invalid_json") -> Item:
+    return Received(message_id, f"rh-{message_id}", "{", 0), Rejection(message_id, reason)
+
+
+def names(calls: Calls) -> list[str]:
+    return [name for name, _ in calls]
+
+
+def count(name: str, *labels: str) -> float:
+    return getattr(metrics, name).labels(*labels)._value.get()
+
+
+# -- the order --------------------------------------------------------------------------------
+
+
+def test_commit_comes_before_the_delete(pipeline: Pipeline, store: FakeStore,
+                                        calls: Calls) -> None:
+    outcome = pipeline.settle([good("a"), good("b")])
+    assert calls == [("begin", None), ("claim", ["a", "b"]), ("insert", ["a", "b"]),
+                     ("commit", None), ("source.delete", ["a", "b"])]
+    assert (outcome.stored, outcome.duplicates, outcome.rejected) == (2, 0, [])
+    assert outcome.not_deleted == [] and outcome.left_in_queue == []
+    assert store.ledger == {"a", "b"} and [e.message_id for e in store.rows] == ["a", "b"]
+    assert outcome.commit_seconds > 0 and outcome.delete_seconds > 0
+
+
+def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, dlq: FakeQueue,
+                                                    calls: Calls) -> None:
+    before = count("REJECTIONS", "invalid_json")
+    outcome = pipeline.settle([good("a"), bad("b"), bad("c", "invalid_ip")])
+    assert calls == [("begin", None), ("claim", ["a", "b", "c"]), ("insert", ["a"]),
+                     ("dlq.send", [("b", "invalid_json"), ("c", "invalid_ip")]),
+                     ("commit", None), ("source.delete", ["a", "b", "c"])]
+    assert outcome.rejected == [("b", "invalid_json"), ("c", "invalid_ip")]
+    assert outcome.stored == 1 and dlq.sent == [("b", "invalid_json"), ("c", "invalid_ip")]
+    assert count("REJECTIONS", "invalid_json") == before + 1
+
+
+def test_a_failed_commit_deletes_nothing(pipeline: Pipeline, store: FakeStore,
+                                         calls: Calls) -> None:
+    store.commit_failures = [psycopg.OperationalError("server closed the connection")] * 5
+    before = count("IO_ERRORS", "commit")
+    with pytest.raises(StoreError) as info:
+        pipeline.settle([good("a"), bad("b")])
+    assert info.value.retryable is True
+    assert str(info.value) == "database unavailable: OperationalError"
+    assert names(calls).count("begin") == 5 and names(calls).count("commit_failed") == 5
+    assert not any(name.endswith(".delete") for name in names(calls))
+    assert store.ledger == set() and store.rows == []
+    assert count("IO_ERRORS", "commit") == before + 1
+
+
+def test_a_commit_retried_hands_a_reject_off_once(pipeline: Pipeline, store: FakeStore,
+                                                  dlq: FakeQueue, calls: Calls) -> None:
+    store.commit_failures = [psycopg.OperationalError("lost")]
+    outcome = pipeline.settle([good("a"), bad("b")])
+    assert dlq.sent == [("b", "invalid_json")]
+    assert names(calls) == ["begin", "claim", "insert", "dlq.send", "commit_failed",
+                            "begin", "claim", "insert", "commit", "source.delete"]
+    assert outcome.rejected == [("b", "invalid_json")] and outcome.stored == 1
+    assert pipeline._handed_off == set()
+
+
+def test_a_permanent_database_error_is_one_attempt_and_not_retryable(
+        pipeline: Pipeline, store: FakeStore, calls: Calls) -> None:
+    store.commit_failures = [pg.UndefinedTable("no user_logins")]
+    with pytest.raises(StoreError) as info:
+        pipeline.settle([good("a")])
+    assert info.value.retryable is False
+    assert str(info.value) == "database refused the batch: UndefinedTable:42P01"
+    assert names(calls) == ["begin", "claim", "insert", "commit_failed"]
+
+
+def test_a_failed_hand_off_rolls_back_and_deletes_nothing(pipeline: Pipeline, store: FakeStore,
+                                                          dlq: FakeQueue, calls: Calls) -> None:
+    dlq.fail_after = 1
+    items = [good("a"), bad("b"), bad("c")]
+    with pytest.raises(QueueError):
+        pipeline.settle(items)
+    assert names(calls) == ["begin", "claim", "insert", "dlq.send", "rollback"]
+    assert store.ledger == set() and store.rows == []
+    # the batch comes again: only what the DLQ did not confirm is sent
+    dlq.fail_after = None
+    calls.clear()
+    outcome = pipeline.settle(items)
+    assert calls[3] == ("dlq.send", [("c", "invalid_json")])
+    assert dlq.sent == [("b", "invalid_json"), ("c", "invalid_json")]
+    assert names(calls)[-2:] == ["commit", "source.delete"]
+    assert outcome.rejected == [("b", "invalid_json"), ("c", "invalid_json")]
+
+
+def test_a_reject_the_dlq_refuses_stays_in_the_source(pipeline: Pipeline, store: FakeStore,
+                                                      dlq: FakeQueue, calls: Calls) -> None:
+    dlq.refuse = {"c"}
+    before = count("REJECTIONS", DLQ_REFUSED)
+    outcome = pipeline.settle([good("a"), bad("b"), bad("c")])
+    assert names(calls) == ["begin", "claim", "insert", "dlq.send", "unclaim", "commit",
+                            "source.delete"]
+    assert calls[4] == ("unclaim", ["c"]) and calls[-1] == ("source.delete", ["a", "b"])
+    assert outcome.left_in_queue == [("c", DLQ_REFUSED)]
+    assert outcome.rejected == [("b", "invalid_json")]
+    assert store.ledger == {"a", "b"}
+    assert pipeline._handed_off == set()
+    assert count("REJECTIONS", DLQ_REFUSED) == before + 1
+
+
+# -- halving --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("position", [0, 3, 6])
+def test_halving_isolates_the_one_row_the_database_refuses(pipeline: Pipeline, store: FakeStore,
+                                                           dlq: FakeQueue, calls: Calls,
+                                                           position: int) -> None:
+    items = [good(f"m{i}") for i in range(7)]
+    items[position] = good(f"m{position}", user_id="refused")
+    store.refuse["refused"] = pg.CheckViolation("new row violates check constraint")
+    outcome = pipeline.settle(items)
+    bad_id = f"m{position}"
+    assert outcome.stored == 6 and outcome.rejected == [(bad_id, "db_rejected:23514")]
+    assert sorted(e.message_id for e in store.rows) == sorted(f"m{i}" for i in range(7)
+                                                              if i != position)
+    assert dlq.sent == [(bad_id, "db_rejected:23514")]
+    assert store.ledger == {f"m{i}" for i in range(7)}
+    # one delete, of all seven, after the last commit
+    assert names(calls).count("source.delete") == 1 and names(calls)[-1] == "source.delete"
+    assert calls[-1][1] == [f"m{i}" for i in range(7)]
+    # every insert that held the refused row rolled back, each at most half the one before,
+    # until the row was alone
+    refused = [len(ids) for name, ids in calls if name == "insert" and bad_id in ids]
+    assert refused[0] == 7 and refused[-1] == 1
+    assert all(later <= (earlier + 1) // 2 for earlier, later in itertools.pairwise(refused))
+    assert names(calls).count("rollback") == len(refused)
+    # ... while the halves without it committed as they were
+    committed = [ids for name, ids in calls if name == "insert" and bad_id not in ids]
+    assert sorted(i for ids in committed for i in ids) == sorted(f"m{i}" for i in range(7) if i != position)
+
+
+def test_a_row_refused_as_text_the_connection_cannot_encode(pipeline: Pipeline,
+                                                            store: FakeStore) -> None:
+    store.refuse["u-b"] = UnicodeEncodeError("latin-1", "ü", 0, 1, "not encodable")
+    outcome = pipeline.settle([good("a"), good("b")])
+    assert outcome.rejected == [("b", "db_rejected:encoding")] and outcome.stored == 1
+
+
+def test_a_refused_row_without_sqlstate(pipeline: Pipeline, store: FakeStore) -> None:
+    store.refuse["u-a"] = psycopg.DataError("no code")
+    outcome = pipeline.settle([good("a")])
+    assert outcome.rejected == [("a", "db_rejected:unknown")]
+
+
+def test_a_reject_whose_ledger_entry_is_refused_stays_in_the_source(
+        pipeline: Pipeline, store: FakeStore, source: FakeQueue, calls: Calls) -> None:
+    store.refuse_claim = {"b"}
+    outcome = pipeline.settle([good("a"), bad("b")])
+    assert outcome.left_in_queue == [("b", LEDGER_REFUSED)]
+    assert outcome.stored == 1 and outcome.rejected == []
+    assert calls[-1] == ("source.delete", ["a"])
+
+
+# -- duplicates, deletes ----------------------------------------------------------------------------
+
+
+def test_ids_already_in_the_ledger_are_duplicates_and_deleted(pipeline: Pipeline,
+                                                              store: FakeStore, dlq: FakeQueue,
+                                                              calls: Calls) -> None:
+    store.ledger = {"a", "b"}
+    outcome = pipeline.settle([good("a"), bad("b"), good("c")])
+    assert (outcome.stored, outcome.duplicates, outcome.rejected) == (1, 2, [])
+    assert calls[2] == ("insert", ["c"]) and dlq.sent == []
+    assert calls[-1] == ("source.delete", ["a", "b", "c"])
+
+
+def test_the_same_message_twice_in_a_batch_is_one_row(pipeline: Pipeline, store: FakeStore,
+                                                      calls: Calls) -> None:
+    before = count("MESSAGES", "duplicate")
+    outcome = pipeline.settle([good("a"), good("b"), good("a")])
+    assert calls[1] == ("claim", ["a", "b"])
+    assert (outcome.stored, outcome.duplicates) == (2, 1)
+    assert calls[-1] == ("source.delete", ["a", "b", "a"])
+    assert count("MESSAGES", "duplicate") == before + 1
+
+
+def test_keep_messages_deletes_nothing(store: FakeStore, source: FakeQueue, dlq: FakeQueue,
+                                       calls: Calls) -> None:
+    outcome = Pipeline(store, source, dlq, keep_messages=True).settle(  # type: ignore[arg-type]
+        [good("a"), bad("b")])
+    assert names(calls) == ["begin", "claim", "insert", "dlq.send", "commit"]
+    assert outcome.stored == 1 and outcome.delete_seconds == 0.0
+
+
+def test_a_failed_delete_after_the_commit_is_reported_not_raised(
+        pipeline: Pipeline, source: FakeQueue, store: FakeStore) -> None:
+    source.undeletable = {"b"}
+    assert pipeline.settle([good("a"), good("b")]).not_deleted == ["b"]
+    source.delete_error = QueueError("sqs down")
+    outcome = pipeline.settle([good("c"), good("d")])
+    assert outcome.not_deleted == ["c", "d"] and outcome.stored == 2
+    assert store.ledger == {"a", "b", "c", "d"}
+
+
+def test_counts_reach_the_metrics(pipeline: Pipeline) -> None:
+    before = {o: count("MESSAGES", o) for o in ("stored", "duplicate", "rejected")}
+    pipeline.settle([good("a"), good("b"), bad("c", "too_long:locale"), good("a")])
+    after = {o: count("MESSAGES", o) for o in ("stored", "duplicate", "rejected")}
+    assert {o: after[o] - before[o] for o in after} == {"stored": 2, "duplicate": 1, "rejected": 1}
+
+
+def test_outcomes_merge() -> None:
+    one = Outcome(stored=1, duplicates=2, rejected=[("a", "x")], not_deleted=["n"],
+                  left_in_queue=[("l", "r")], commit_seconds=1.0)
+    two = Outcome(stored=3, duplicates=4, rejected=[("b", "y")], not_deleted=["m"],
+                  left_in_queue=[("k", "s")])
+    assert one.merge(two) is one
+    assert one == Outcome(stored=4, duplicates=6, rejected=[("a", "x"), ("b", "y")],
+                          not_deleted=["n", "m"], left_in_queue=[("l", "r"), ("k", "s")],
+                          commit_seconds=1.0)
+    assert Outcome() == Outcome(0, 0, [], [], [], 0.0, 0.0)
+
+
