@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,7 +19,9 @@ from tests.integration.stack import (
     create_database,
     create_queues,
     drop_database,
+    free_port,
     sqs_client,
+    wait_until,
 )
 
 
@@ -62,4 +67,57 @@ def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stac
     for url in (queue_url, dlq_url):
         with contextlib.suppress(Exception):
             sqs.delete_queue(QueueUrl=url)
+    drop_database(database_url)
+
+
+@pytest.fixture(scope="session")
+def moto_sqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second SQS implementation: moto's server in its own process on a free port, stopped
+    at the end of the session. A boto3 client on it; its endpoint is `.meta.endpoint_url`."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    client = sqs_client(f"http://127.0.0.1:{port}")
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            return True
+        try:
+            client.list_queues()
+            return True
+        except Exception:
+            return False
+
+    try:
+        wait_until(answers, 60, interval=0.3, what="moto's server")
+        if process.poll() is not None:
+            pytest.fail(f"moto's server exited {process.returncode}: {_tail(log)}")
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture
+def moto_stack(moto_sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
+    """The `stack` fixture on moto instead of LocalStack."""
+    endpoint = moto_sqs.meta.endpoint_url
+    queue_url, dlq_url = create_queues(moto_sqs, endpoint=endpoint)
+    database_url = create_database()
+    extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
+    yield Stack(moto_sqs, queue_url, dlq_url, database_url, extra_env=extra)
+    for url in (queue_url, dlq_url):
+        with contextlib.suppress(Exception):
+            moto_sqs.delete_queue(QueueUrl=url)
     drop_database(database_url)

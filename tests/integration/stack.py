@@ -31,8 +31,8 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def sqs_client() -> Any:
-    return boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1",
+def sqs_client(endpoint: str = ENDPOINT) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test",
                         config=Config(max_pool_connections=16, retries={"max_attempts": 5}))
 
@@ -164,7 +164,8 @@ class Stack:
             " locale, app_version)) FROM user_logins")[0][0])
 
 
-def create_queues(sqs: Any, visibility_timeout: int = 30) -> tuple[str, str]:
+def create_queues(sqs: Any, visibility_timeout: int = 30,
+                  endpoint: str = ENDPOINT) -> tuple[str, str]:
     name = f"t-{uuid.uuid4().hex[:12]}"
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -172,15 +173,15 @@ def create_queues(sqs: Any, visibility_timeout: int = 30) -> tuple[str, str]:
         "VisibilityTimeout": str(visibility_timeout),
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}),
     })["QueueUrl"]
-    return _local(source), _local(dlq)
+    return _local(source, endpoint), _local(dlq, endpoint)
 
 
-def _local(url: str) -> str:
+def _local(url: str, endpoint: str = ENDPOINT) -> str:
     """LocalStack answers with a *.localstack.cloud host; address it on 127.0.0.1 instead."""
     from urllib.parse import urlsplit
 
     path = urlsplit(url).path
-    return f"{ENDPOINT}{path}"
+    return f"{endpoint}{path}"
 
 
 def create_database() -> str:
