@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import botocore.exceptions as boto
@@ -16,6 +17,9 @@ import psycopg
 import psycopg.errors as pg
 import psycopg_pool
 import pytest
+import tenacity
+import tenacity.nap
+import tenacity.wait
 
 from login_etl import metrics, retrying
 from login_etl.retrying import RetryAgain, db_retryable, describe, sqs_retryable
@@ -202,11 +206,13 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """tenacity's own references to time and random are replaced, not the stdlib modules:
+    nothing else in the process sees the fake clock."""
     fake = Clock()
-    monkeypatch.setattr("tenacity.nap.time.sleep", fake.sleep)
-    monkeypatch.setattr("tenacity.time.monotonic", fake.monotonic)
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=fake.sleep))
+    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=fake.monotonic))
     # the upper end of every jittered wait, so the waits are known
-    monkeypatch.setattr("tenacity.wait.random.uniform", lambda low, high: high)
+    monkeypatch.setattr(tenacity.wait, "random", SimpleNamespace(uniform=lambda low, high: high))
     return fake
 
 
