@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
@@ -18,6 +19,7 @@ import psycopg.errors as pg
 import pytest
 
 from login_etl import metrics
+from login_etl import pipeline as pipeline_module
 from login_etl.messages import LoginEvent, Received, Rejection, login_event
 from login_etl.pipeline import DLQ_REFUSED, LEDGER_REFUSED, Item, Outcome, Pipeline
 from login_etl.queue import QueueError
@@ -34,6 +36,7 @@ class FakeTransaction:
 
     def claim(self, ids_and_outcomes: Sequence[tuple[str, str]]) -> set[str]:
         self.store.calls.append(("claim", [i for i, _ in ids_and_outcomes]))
+        self.store.outcomes.update(ids_and_outcomes)
         if any(i in self.store.refuse_claim for i, _ in ids_and_outcomes):
             raise pg.StringDataRightTruncation("value too long for the ledger")
         new = {i for i, _ in ids_and_outcomes if i not in self.store.ledger}
@@ -59,6 +62,8 @@ class FakeStore:
     def __init__(self, calls: Calls) -> None:
         self.calls = calls
         self.ledger: set[str] = set()
+        # the outcome each id was claimed with, as the ledger would keep it
+        self.outcomes: dict[str, str] = {}
         self.rows: list[LoginEvent] = []
         self.refuse: dict[str, BaseException] = {}
         self.refuse_claim: set[str] = set()
@@ -168,11 +173,17 @@ def test_commit_comes_before_the_delete(pipeline: Pipeline, store: FakeStore,
     assert (outcome.stored, outcome.duplicates, outcome.rejected) == (2, 0, [])
     assert outcome.not_deleted == [] and outcome.left_in_queue == []
     assert store.ledger == {"a", "b"} and [e.message_id for e in store.rows] == ["a", "b"]
-    assert outcome.commit_seconds > 0 and outcome.delete_seconds > 0
+    assert 0 < outcome.commit_seconds < 5 and 0 < outcome.delete_seconds < 5
 
 
-def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, dlq: FakeQueue,
-                                                    calls: Calls) -> None:
+def test_a_settled_batch_sets_the_last_commit_time(pipeline: Pipeline) -> None:
+    metrics.LAST_COMMIT.set(0)
+    pipeline.settle([good("a")])
+    assert abs(metrics.LAST_COMMIT._value.get() - time.time()) < 60
+
+
+def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, store: FakeStore,
+                                                    dlq: FakeQueue, calls: Calls) -> None:
     before = count("REJECTIONS", "invalid_json")
     outcome = pipeline.settle([good("a"), bad("b"), bad("c", "invalid_ip")])
     assert calls == [("begin", None), ("claim", ["a", "b", "c"]), ("insert", ["a"]),
@@ -180,6 +191,7 @@ def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, dlq: Fak
                      ("commit", None), ("source.delete", ["a", "b", "c"])]
     assert outcome.rejected == [("b", "invalid_json"), ("c", "invalid_ip")]
     assert outcome.stored == 1 and dlq.sent == [("b", "invalid_json"), ("c", "invalid_ip")]
+    assert store.outcomes == {"a": "stored", "b": "rejected", "c": "rejected"}
     assert count("REJECTIONS", "invalid_json") == before + 1
 
 
@@ -236,19 +248,35 @@ def test_a_failed_hand_off_rolls_back_and_deletes_nothing(pipeline: Pipeline, st
     assert outcome.rejected == [("b", "invalid_json"), ("c", "invalid_json")]
 
 
+class Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
 def test_a_reject_the_dlq_refuses_stays_in_the_source(pipeline: Pipeline, store: FakeStore,
-                                                      dlq: FakeQueue, calls: Calls) -> None:
-    dlq.refuse = {"c"}
+                                                      dlq: FakeQueue, calls: Calls,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    log = Log()
+    monkeypatch.setattr(pipeline_module, "log", log)
+    dlq.refuse = {"c", "d"}
     before = count("REJECTIONS", DLQ_REFUSED)
-    outcome = pipeline.settle([good("a"), bad("b"), bad("c")])
+    outcome = pipeline.settle([good("a"), bad("b"), bad("c"), bad("d")])
     assert names(calls) == ["begin", "claim", "insert", "dlq.send", "unclaim", "commit",
                             "source.delete"]
-    assert calls[4] == ("unclaim", ["c"]) and calls[-1] == ("source.delete", ["a", "b"])
-    assert outcome.left_in_queue == [("c", DLQ_REFUSED)]
+    assert calls[4] == ("unclaim", ["c", "d"]) and calls[-1] == ("source.delete", ["a", "b"])
+    assert outcome.left_in_queue == [("c", DLQ_REFUSED), ("d", DLQ_REFUSED)]
+    assert log.events == [("rejects_left_in_source", {
+        "messages": 2, "message_ids": ["c", "d"], "reasons": [DLQ_REFUSED]})]
     assert outcome.rejected == [("b", "invalid_json")]
     assert store.ledger == {"a", "b"}
     assert pipeline._handed_off == set()
-    assert count("REJECTIONS", DLQ_REFUSED) == before + 1
+    assert count("REJECTIONS", DLQ_REFUSED) == before + 2
+    # nothing left behind: no warning
+    pipeline.settle([good("e")])
+    assert len(log.events) == 1
 
 
 # -- halving --------------------------------------------------------------------------------------
