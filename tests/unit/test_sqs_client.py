@@ -3,6 +3,7 @@ failures raised as the botocore exceptions retrying.py classifies (against local
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import io
@@ -491,3 +492,87 @@ def test_a_ca_bundle_without_certificates_is_a_config_error(aws_env: pytest.Monk
     settings = Settings(queue_url="https://sqs.eu-west-1.amazonaws.com/000000000000/q")
     with pytest.raises(ConfigError, match="CA bundle"):
         make_client(settings)
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+# The response exactly 16 KiB, sent as two TLS records of 8 KiB + (8 KiB and the extra): the
+# reader's buffer takes the first record, its direct read of the body's last 8 KiB leaves the
+# extra decrypted in OpenSSL's buffer, where neither the reader's peek nor poll() sees it.
+_EXACT = 10_000 + 16_384 - len(ok({"n": 1, "pad": "x" * 10_000}))
+
+
+@pytest.mark.parametrize("pad", [0, 12_000, _EXACT])
+@pytest.mark.parametrize("extra", [b"", ok({"stale": True})])
+def test_over_tls_clean_connections_are_kept_and_dirty_ones_dropped(tmp_path: Any, pad: int,
+                                                                    extra: bytes) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = [0]
+    calls = [0]
+
+    def serve(raw: socket.socket) -> None:
+        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
+            reader = conn.makefile("rb")
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next(int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")
+                              if h.lower().startswith(b"content-length:"))
+                reader.read(length)
+                calls[0] += 1
+                answer = ok({"n": calls[0], "pad": "x" * pad}) + extra
+                conn.sendall(answer[:8192])
+                conn.sendall(answer[8192:])
+
+    def accept() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            accepted[0] += 1
+            threading.Thread(target=serve, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        sqs = client(f"https://127.0.0.1:{listener.getsockname()[1]}", ca_bundle=cert)
+        for n in (1, 2, 3):
+            assert sqs.get_queue_attributes(QueueUrl="q")["n"] == n
+        assert accepted[0] == (3 if extra else 1)
+    finally:
+        listener.close()

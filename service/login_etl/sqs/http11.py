@@ -4,6 +4,7 @@ of keep-alive connections to one endpoint."""
 from __future__ import annotations
 
 import http.client
+import io
 import select
 import socket
 import ssl
@@ -27,7 +28,6 @@ _MAX_INTERIM = 10
 # 8 hex digits reach 4 GiB, past MAX_BODY_BYTES: a longer size is refused unread.
 _MAX_CHUNK_DIGITS = 8
 _MAX_CHUNKS = 100_000
-_DIGITS = b"0123456789"
 _HEX = b"0123456789abcdefABCDEF"
 _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -37,38 +37,45 @@ class MalformedResponse(http.client.HTTPException):
     call retried like one whose connection was lost (retrying.sqs_retryable lists it)."""
 
 
+class _SocketReader(socket.SocketIO):
+    """The raw stream under a connection's BufferedReader. While `probing`, a read returns at
+    once with nothing, so peek() shows what the buffer holds without touching the socket."""
+
+    probing = False
+
+    def readinto(self, b: Any) -> int | None:
+        if self.probing:
+            return None
+        return super().readinto(b)
+
+
 class Connection:
     """One keep-alive connection: the socket and the buffered reader that stays with it."""
 
-    __slots__ = ("reader", "sock")
+    __slots__ = ("_raw", "reader", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb")
+        self._raw = _SocketReader(sock, "rb")
+        # as socket.makefile does: the socket is really closed once its reader is closed too
+        sock._io_refs += 1  # type: ignore[attr-defined]
+        self.reader = io.BufferedReader(self._raw)
 
     def drained(self) -> bool:
-        """Nothing is left to read in any buffer: the reader's, OpenSSL's, or the socket's.
+        """Nothing is left unread in the reader's buffer or in OpenSSL's.
 
         Bytes beyond the response just read (a second response, a body longer than its
         Content-Length) would be taken as the answer to the next request on this connection.
-        The socket's own buffer is seen by a non-blocking read into the reader's.
+        Bytes still on the socket are seen by Connections.get() before the next request.
         """
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False
-        timeout = sock.gettimeout()
-        sock.settimeout(0.0)
+        self._raw.probing = True
         try:
-            # Buffered bytes come back as they are; an empty buffer makes one non-blocking
-            # read of the socket, which gives b"" when nothing (or only the end) is there.
-            return not self.reader.peek(1) and not _readable(sock)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            # No whole TLS record: clean unless part of one is waiting on the socket.
-            return not _readable(sock)
-        except OSError:
-            return False
+            return not self.reader.peek(1)
         finally:
-            sock.settimeout(timeout)
+            self._raw.probing = False
 
     def close(self) -> None:
         self.reader.close()
@@ -93,7 +100,7 @@ def read_response(reader: Any) -> tuple[int, dict[str, str], bytes, bool]:
             raise http.client.RemoteDisconnected("Remote end closed connection without response")
         version, code, end = line[:8], line[9:12], line[12:13]
         if (version not in (b"HTTP/1.1", b"HTTP/1.0") or line[8:9] != b" "
-                or len(code) != 3 or code.translate(None, _DIGITS)
+                or len(code) != 3 or not code.isdigit()
                 or end not in (b" ", b"\r", b"\n") or not line.endswith(b"\n")):
             raise MalformedResponse(f"bad status line {line[:40]!r}")
         status = int(code)
@@ -145,15 +152,21 @@ def _read_headers(reader: Any) -> dict[str, str]:
                 raise MalformedResponse("header line too long")
             # the connection ended inside the head
             raise http.client.IncompleteRead(line)
-        name, sep, value = line.partition(b":")
+        name, sep, value = line.decode("latin-1").partition(":")
         # A name must be a token right before its colon: "Name : v" and a line starting
-        # with whitespace (obsolete folding) are refused, not read as a new header.
-        if not sep or not name or name.translate(None, _TOKEN):
+        # with whitespace (obsolete folding) are refused, not read as a new header. Letters,
+        # digits and dashes decide the usual names; the rest of the token characters are
+        # looked up only when another one is there.
+        if not sep or not ((name.isascii() and name.replace("-", "").isalnum())
+                           or _is_token(name)):
             raise MalformedResponse(f"malformed header line {line[:40]!r}")
-        key = name.decode("ascii").lower()
-        text = value.strip(b" \t\r\n").decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        key, value = name.lower(), value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
     raise MalformedResponse("too many header lines")
+
+
+def _is_token(name: str) -> bool:
+    return bool(name) and name.isascii() and not name.encode("ascii").translate(None, _TOKEN)
 
 
 def _read_chunked(reader: Any) -> bytes:
