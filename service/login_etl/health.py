@@ -6,7 +6,9 @@ connection and no SQS call, and cannot push a settler past the pool timeout.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 
 # With nothing to commit the worker pings the database this often, so an idle daemon's
 # last database success stays fresh; older than DB_STALE_SECONDS means not ready.
@@ -23,6 +25,7 @@ class Health:
 
     def __init__(self) -> None:
         self.ticks: dict[str, float] = {}
+        self.threads: Sequence[threading.Thread] = ()
         now = time.monotonic()
         # The worker starts after the queues and the schema were checked: both just answered.
         self.sqs_success_at = now
@@ -53,9 +56,15 @@ class Health:
     def tick(self, name: str) -> None:
         self.ticks[name] = time.monotonic()
 
+    def watch(self, threads: Sequence[threading.Thread]) -> None:
+        """Threads that must stay alive: one that ended is stalled at once, not `limit` later."""
+        self.threads = threads
+
     def stalled(self, limit: float) -> list[str]:
         now = time.monotonic()
-        return [name for name, at in self.ticks.items() if now - at > limit]
+        gone = [t.name for t in self.threads if not t.is_alive()]
+        return gone + [name for name, at in self.ticks.items()
+                       if now - at > limit and name not in gone]
 
     def db_ready(self) -> bool:
         return self._db_ok and time.monotonic() - self.db_success_at < DB_STALE_SECONDS

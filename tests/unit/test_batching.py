@@ -1,10 +1,10 @@
-"""The batcher cuts by size or by time window, whichever comes first."""
+"""The batch window cuts by size or by time window, whichever comes first."""
 
 from __future__ import annotations
 
 from login_etl.messages import Received, Rejection
 from login_etl.pipeline import Item
-from login_etl.worker import Batcher
+from login_etl.roles import BatchWindow
 
 
 def items(n: int, start: int = 0) -> list[Item]:
@@ -13,7 +13,7 @@ def items(n: int, start: int = 0) -> list[Item]:
 
 
 def test_cuts_when_full() -> None:
-    b = Batcher(size=25, window=10.0)
+    b = BatchWindow(size=25, window=10.0)
     b.add(items(10), now=0.0)
     assert not b.ready(0.0)
     b.add(items(10, 10), now=0.1)
@@ -25,7 +25,7 @@ def test_cuts_when_full() -> None:
 
 
 def test_cuts_when_the_window_of_the_first_message_closes() -> None:
-    b = Batcher(size=500, window=0.2)
+    b = BatchWindow(size=500, window=0.2)
     b.add(items(3), now=1.0)
     b.add(items(3, 3), now=1.15)  # a later arrival does not extend the window
     assert not b.ready(1.19)
@@ -35,7 +35,7 @@ def test_cuts_when_the_window_of_the_first_message_closes() -> None:
 
 
 def test_idle_batcher_waits_the_idle_timeout() -> None:
-    b = Batcher(size=10, window=0.05)
-    assert b.timeout(0.0) == Batcher.IDLE_TIMEOUT
+    b = BatchWindow(size=10, window=0.05)
+    assert b.timeout(0.0) == BatchWindow.IDLE_TIMEOUT
     b.add(items(1), now=0.0)
     assert b.timeout(1.0) == 0.0

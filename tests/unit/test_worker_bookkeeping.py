@@ -14,12 +14,13 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from login_etl import retrying
+from login_etl.inflight import Held, Totals
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.pipeline import Item, Outcome
 from login_etl.queue import Depth, Queue, QueueError
 from login_etl.settings import MaskingKey, Settings
-from login_etl.worker import Totals, Worker, _Held
+from login_etl.worker import Worker
 
 BODY = ('{"user_id": "u", "app_version": "2.3.0", "device_type": "ios", "ip": "10.0.0.1",'
         ' "locale": "RU", "device_id": "d-1"}')
@@ -74,6 +75,9 @@ class FakeStore:
     def ping(self) -> bool:
         return True
 
+    def close(self) -> None:
+        pass
+
 
 def settings(**changes: Any) -> Settings:
     return Settings(masking_keys=(MaskingKey("k", b"k" * 32),), **changes)
@@ -98,6 +102,18 @@ def received(i: int, handle: str | None = None) -> Received:
     return Received(f"id{i}", handle or f"rh{i}", BODY, 1_700_000_000_000)
 
 
+def hold(w: Worker, *messages: Received, age: float = 0.0) -> None:
+    """Held as a receive holds them, last extended `age` seconds ago."""
+    w.inflight.hold(messages)
+    for h in w.inflight.due(-1.0):
+        if h.message in messages:
+            h.extended_at -= age
+
+
+def held(w: Worker) -> dict[str, Held]:
+    return {h.message.receipt_handle: h for h in w.inflight.due(-1.0)}
+
+
 def test_until_empty_waits_for_a_receive_still_in_progress() -> None:
     """The other pollers see an empty queue and SQS shows nothing visible while one receive
     is still on its way back: that is not empty. (Before: the run ended and released the
@@ -107,7 +123,7 @@ def test_until_empty_waits_for_a_receive_still_in_progress() -> None:
     totals = w.run(threading.Event())
     assert sorted(m.message_id for batch in settled for m, _ in batch) == ["id0", "id1", "id2"]
     assert totals.stored == 3 and source.released == []
-    assert not w._held
+    assert len(w.inflight) == 0
 
 
 def test_totals_are_counts_not_growing_lists() -> None:
@@ -130,11 +146,10 @@ def test_two_live_copies_of_one_message_are_held_apart() -> None:
     source = FakeSource([], slow_seconds=0)
     w, _ = worker(source)
     old, new = received(1, "rh-old"), received(1, "rh-new")
-    for m in (old, new):
-        w._held[m.receipt_handle] = _Held(m, time.monotonic())
-    w._settled([(old, None)], Outcome(), 0.0)  # type: ignore[list-item]
-    assert list(w._held) == ["rh-new"]
-    w.shutdown()
+    hold(w, old, new)
+    w.inflight.settled([old], Outcome())
+    assert list(held(w)) == ["rh-new"]
+    w.stop()
     assert source.released == ["rh-new"]
 
 
@@ -144,13 +159,12 @@ def test_heartbeat_retries_an_extension_that_failed_at_the_next_beat() -> None:
     source = FakeSource([], slow_seconds=0)
     source.fail_extend = 1
     w, _ = worker(source, visibility=6)
-    w._held["rh1"] = _Held(received(1), time.monotonic() - 10)
-    beat = threading.Thread(target=w._heartbeat, daemon=True)
-    beat.start()
+    hold(w, received(1), age=10)
+    w.heartbeat.start()
     deadline = time.monotonic() + 6
     while len(source.extended) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    w.stopping.set()
+    w.crew.stopping.set()
     assert source.extended[:2] == [["rh1"], ["rh1"]]
     assert source.extended_at[1] - source.extended_at[0] < 1.6
 
@@ -210,8 +224,9 @@ def test_shutdown_gives_back_what_waits_in_the_inbox() -> None:
     source = FakeSource([], slow_seconds=0)
     w, _ = worker(source)
     waiting = [received(1), received(2)]
-    w._inbox.put([(m, None) for m in waiting])
-    w.shutdown()
+    hold(w, *waiting)
+    w.crew.inbox.put([(m, None) for m in waiting])
+    w.stop()
     assert sorted(source.released) == ["rh1", "rh2"]
 
 
@@ -224,25 +239,29 @@ def test_a_bug_in_settling_releases_the_batch_and_frees_its_slot() -> None:
 
     w.pipeline.settle = broken  # type: ignore[method-assign]
     message = received(1)
-    w._held[message.receipt_handle] = _Held(message, time.monotonic())
-    w._slots.acquire()
-    w._busy = 1
-    w._settle([(message, None)])  # type: ignore[list-item]
-    assert source.released == ["rh1"] and not w._held and w._busy == 0
-    assert w._slots.acquire(blocking=False), "the batch slot must be given back"
+    hold(w, message)
+    w.crew.handoff.submit([(message, None)], lambda: None)  # type: ignore[list-item]
+    w.settlers[0].start()
+    deadline = time.monotonic() + 5
+    while (w.crew.handoff.busy or not source.released) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert source.released == ["rh1"] and len(w.inflight) == 0 and w.crew.handoff.busy == 0
+    slots = w.settings.pollers
+    assert all(w.crew.handoff._slots.acquire(blocking=False) for _ in range(slots)), \
+        "the batch slot must be given back"
+    assert w.settlers[0].alive(), "the settler carries on"
 
 
 def test_pollers_find_the_database_back_when_no_settler_is_busy() -> None:
     """A settler cleared db_up and then gave up its batch: nobody would set it again."""
     source = FakeSource([], slow_seconds=0)
     w, _ = worker(source)
-    w.db_up.clear()
+    w.crew.db_up.clear()
     w.health.db_ok = False
-    poller = threading.Thread(target=w._poll, daemon=True)
-    poller.start()
-    assert w.db_up.wait(5), "a poller must probe the database itself"
-    w.stopping.set()
-    poller.join(5)
+    w.pollers[0].start()
+    assert w.crew.db_up.wait(5), "a poller must probe the database itself"
+    w.crew.stopping.set()
+    w.pollers[0].join(time.monotonic() + 5)
     assert w.health.db_ok
 
 
@@ -288,20 +307,27 @@ def test_a_release_past_the_shutdown_bound_stops_sending(no_retry_waits: None) -
 def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> None:
     """_drained asks SQS for the depth after checking what it holds; a poller that receives
     (and even settles) meanwhile hid messages SQS no longer counts as visible."""
-    source = FakeSource([received(1)], slow_seconds=0)
+    source = FakeSource([], slow_seconds=0)
     w, _ = worker(source, until_empty=True)
-    w._empty_receives = w.settings.pollers
+
+    def pollers_come_back_empty() -> None:
+        for _ in range(w.settings.pollers):
+            assert w.inflight.receive(0, 3) == []
+
+    pollers_come_back_empty()
+    source.messages = [received(1)]
     depth = source.depth
 
     def depth_while_a_poller_receives() -> Depth:
-        w._receive(0)
-        w._held.clear()  # already settled by the time depth() answers
+        got = w.inflight.receive(0, 3)
+        # already settled by the time depth() answers
+        w.inflight.settled(got, Outcome())
         return depth()
 
     source.depth = depth_while_a_poller_receives  # type: ignore[method-assign]
     assert w._drained() is False
     source.depth = depth  # type: ignore[method-assign]
-    w._empty_receives = w.settings.pollers  # the pollers came back empty since
+    pollers_come_back_empty()
     assert w._drained() is True
 
 
@@ -311,8 +337,7 @@ def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
     source = FakeSource([], slow_seconds=0)
     w, _ = worker(source, visibility=6)
     old, new = received(1, "rh-old"), received(1, "rh-new")
-    for m in (old, new):
-        w._held[m.receipt_handle] = _Held(m, time.monotonic() - 10)
+    hold(w, old, new, age=10)
     extend = source.change_visibility
 
     def stale_old_handle(messages: Sequence[Received], timeout: int,
@@ -321,15 +346,14 @@ def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
         return ["rh-old"]
 
     source.change_visibility = stale_old_handle  # type: ignore[method-assign]
-    beat = threading.Thread(target=w._heartbeat, daemon=True)
-    beat.start()
+    w.heartbeat.start()
     deadline = time.monotonic() + 5
     while not source.extended and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.1)
-    w.stopping.set()
-    assert time.monotonic() - w._held["rh-new"].extended_at < 5
-    assert time.monotonic() - w._held["rh-old"].extended_at > 9
+    w.crew.stopping.set()
+    assert time.monotonic() - held(w)["rh-new"].extended_at < 5
+    assert time.monotonic() - held(w)["rh-old"].extended_at > 9
 
 
 class RedriveDlq:
