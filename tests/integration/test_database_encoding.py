@@ -79,7 +79,7 @@ def test_text_the_driver_cannot_encode_is_that_rows_reject(
     psycopg raises UnicodeEncodeError while encoding the COPY, with no SQLSTATE. Halving
     isolates the row all the same."""
     s = latin1_stack
-    monkeypatch.setitem(store_module.CONNECTION_OPTIONS, "client_encoding", "LATIN1")
+    monkeypatch.setitem(store_module.CONNECTION_KWARGS, "client_encoding", "LATIN1")
     s.send([event(LATIN1_USER), event(UNREPRESENTABLE), *sample_bodies()[:8]])
     masker = Masker(Settings.from_env(s.env()).masking_keys)
     store = Store(s.database_url, pool_size=1)
