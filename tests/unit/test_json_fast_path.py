@@ -79,13 +79,14 @@ def test_outcome_is_the_one_json_alone_gives(text: str) -> None:
 
 
 @pytest.mark.parametrize("limit", [1000, 1005])
-def test_nesting_between_the_two_parsers_limits_is_decided_by_json(limit: int) -> None:
+@pytest.mark.parametrize("nested", ["[" * 1010 + "]" * 1010, '{"a":' * 1010 + "1" + "}" * 1010])
+def test_nesting_between_the_two_parsers_limits_is_decided_by_json(limit: int, nested: str) -> None:
     """1010 levels: beyond json's limit (the recursion limit), within orjson's (1024).
 
     Not an @example of the test above: hypothesis raises the recursion limit inside @given,
     where json accepts this body too and the case decides nothing.
     """
-    text = valid(other="[" * 1010 + "]" * 1010)
+    text = valid(other=nested)
     assert isinstance(orjson.loads(text), dict)
     saved = sys.getrecursionlimit()
     sys.setrecursionlimit(limit)
