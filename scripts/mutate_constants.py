@@ -35,11 +35,12 @@ BUILD = ROOT / "build" / "mutate-constants"
 # The unit tests that can see each module's constants, the most direct first (-x stops at the
 # first failure, so a killed mutant costs little).
 TESTS = {
-    "messages": ["test_copy_line.py", "test_messages.py", "test_known_answers.py",
-                 "test_fast_paths.py", "test_masking.py", "test_json_fast_path.py"],
-    "masking": ["test_known_answers.py", "test_fast_path_shapes.py", "test_masking.py",
-                "test_seal.py", "test_versions.py",
-                "test_fast_paths.py", "test_messages.py", "test_copy_line.py"],
+    "messages": ["test_copy_line.py", "test_message_edges.py", "test_messages.py",
+                 "test_known_answers.py", "test_fast_paths.py", "test_masking.py",
+                 "test_json_fast_path.py"],
+    "masking": ["test_known_answers.py", "test_fast_path_shapes.py", "test_masking_refusals.py",
+                "test_masking.py", "test_seal.py", "test_versions.py", "test_fast_paths.py",
+                "test_messages.py", "test_copy_line.py"],
     "retrying": ["test_retry_decisions.py", "test_retrying.py"],
     "settings": ["test_settings_table.py", "test_settings.py", "test_masking.py",
                  "test_known_answers.py"],

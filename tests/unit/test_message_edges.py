@@ -59,3 +59,8 @@ def test_create_date_changes_exactly_at_utc_midnight(sent_ms: int, day: date) ->
     event = outcome(sent_ms)
     assert isinstance(event, LoginEvent) and event.create_date == day
     assert event.line.endswith(f"\t{day.isoformat()}\n")
+
+
+def test_a_message_without_a_receive_count_counts_as_received_once() -> None:
+    """Messages built by hand (load, redrive, tests) are first deliveries, not redeliveries."""
+    assert Received("m", "rh", "{}", 0).receive_count == 1
