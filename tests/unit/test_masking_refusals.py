@@ -123,3 +123,28 @@ def test_every_allowed_key_id_writes_and_opens_tokens(key_id: str) -> None:
     assert masker.unmask(token, "device_id") == "d-1"
     sealed = masker.seal("m-1")
     assert masker.unseal(sealed) == "m-1"
+
+
+@pytest.mark.parametrize("id_length", range(1, 17))
+def test_the_256_character_bound_for_every_key_id_length(id_length: int) -> None:
+    """The token length grows in steps of 1-2 characters: with some key id lengths the first
+    value too long gives exactly 257 characters, with others 258."""
+    masker = Masker([MaskingKey("k" * id_length, bytes(range(32)))], "siv")
+    longest = max(n for n in range(300) if masker.fits("x" * n))
+    assert len(masker.mask("device_id", "x" * longest)) in (255, 256)
+    with pytest.raises(TokenTooLong):
+        masker.mask("device_id", "x" * (longest + 1))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0999.0999.0999", 999_999_999), ("0000", 0), ("1.0001", 1_001_000), ("0999", 999_000_000),
+    ("01000", "version_out_of_range"), ("1.01000", "version_out_of_range"),
+    ("0.0.1000", "version_out_of_range"), ("0000.0.0.0", "invalid_version"),
+])
+def test_versions_beyond_the_short_shape_are_bounded_per_part(text: str, expected: int | str) -> None:
+    """Leading zeros leave the fast path (3 digits at most): the general rule bounds each part."""
+    try:
+        got: int | str = encode_version(text)
+    except VersionError as exc:
+        got = exc.reason
+    assert got == expected
