@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from login_etl import metrics
+from login_etl import logs, metrics
 from login_etl.health import Health
 
 if TYPE_CHECKING:
     from login_etl.statuspage import StatusPage
 
+log = logs.get("login_etl.http")
 STALL_SECONDS = 60.0
 MAX_CONNECTIONS = 256
 MAX_HEAD_BYTES = 16_384
@@ -79,7 +80,11 @@ def routes(health: Health, status: StatusPage | None = None) -> dict[str, Route]
 
 def _answer(status: int, content_type: str, body: bytes, *, head: bool, keep_alive: bool,
             extra: dict[str, str] | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"HTTP/1.1 {status} {phrase}",
              "Server: login-etl",
              f"Date: {formatdate(usegmt=True)}",
              f"Content-Type: {content_type}",
@@ -170,11 +175,16 @@ class Server:
                     self._finish_pages()
                 else:
                     conn: _Conn = key.data
-                    if mask & selectors.EVENT_WRITE and not conn.closed:
-                        self._flush(conn)
-                    if mask & selectors.EVENT_READ and not conn.closed:
-                        self._read(conn)
-                    self._serve(conn)
+                    try:
+                        if mask & selectors.EVENT_WRITE and not conn.closed:
+                            self._flush(conn)
+                        if mask & selectors.EVENT_READ and not conn.closed:
+                            self._read(conn)
+                        self._serve(conn)
+                    except Exception as exc:
+                        # one connection's surprise must not end the port for all the others
+                        log.warning("http_connection_failed", error=type(exc).__name__)
+                        self._close(conn)
 
     def _expire(self, now: float) -> float:
         """Close connections past their deadline; the wait until the next one (at most 1 s)."""
@@ -319,7 +329,8 @@ class Server:
     def _close(self, conn: _Conn) -> None:
         if conn.closed:
             return
-        self._want(conn, 0)
+        with contextlib.suppress(Exception):
+            self._want(conn, 0)
         conn.closed = True
         self._conns.discard(conn)
         conn.sock.close()

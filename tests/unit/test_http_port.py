@@ -31,7 +31,8 @@ def server(gate: threading.Event) -> Iterator[port.Server]:
     def broken() -> tuple[int, str, bytes]:
         raise RuntimeError("boom")
 
-    table = {**port.routes(Health()), "/": slow_page, "/broken": broken}
+    table = {**port.routes(Health()), "/": slow_page, "/broken": broken,
+             "/odd": lambda: (299, "text/plain", b"odd")}
     srv = port.serve(0, table, host="127.0.0.1")
     yield srv
     srv.shutdown()
@@ -131,6 +132,7 @@ def test_keep_alive_pipelining_and_head(server: port.Server) -> None:
 def test_refusals(server: port.Server) -> None:
     status, body = get(server, "/broken")
     assert status == 500 and b"RuntimeError" in body and b"boom" not in body
+    assert get(server, "/odd") == (299, b"odd")
     sock = socket.create_connection(server.server_address, timeout=5)
     sock.sendall(b"GET /" + b"a" * (port.MAX_HEAD_BYTES + 10))
     assert sock.recv(4096).startswith(b"HTTP/1.1 431 ")
