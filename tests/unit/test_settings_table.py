@@ -47,6 +47,9 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("LOGIN_ETL_LEDGER_RETENTION_DAYS", "30", "ledger_retention_days", 30),
     ("LOGIN_ETL_DB_POOL_SIZE", "6", "pool_size", 6),
     ("LOGIN_ETL_SQS_CLIENT", "BOTO3", "sqs_client", "boto3"),
+    ("LOGIN_ETL_STATEMENT_TIMEOUT_MS", "45000", "statement_timeout_ms", 45_000),
+    ("LOGIN_ETL_LOCK_TIMEOUT_MS", "5000", "lock_timeout_ms", 5_000),
+    ("LOGIN_ETL_IDLE_IN_TRANSACTION_TIMEOUT_MS", "90000", "idle_in_transaction_timeout_ms", 90_000),
     ("AWS_REGION", "eu-central-1", "aws_region", "eu-central-1"),
     ("AWS_DEFAULT_REGION", "ap-south-1", "aws_region", "ap-south-1"),
     ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:9999", "aws_endpoint_url", "http://127.0.0.1:9999"),
@@ -58,7 +61,9 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
 # (name, lowest accepted, highest accepted)
 BOUNDS = [("BATCH_SIZE", 1, 10_000), ("BATCH_WINDOW_MS", 0, 60_000), ("POLLERS", 1, 64),
           ("WAIT_TIME_SECONDS", 0, 20), ("VISIBILITY_TIMEOUT", 5, 43_200),
-          ("HTTP_PORT", 0, 65_535), ("LEDGER_RETENTION_DAYS", 1, 3650)]
+          ("HTTP_PORT", 0, 65_535), ("LEDGER_RETENTION_DAYS", 1, 3650),
+          ("STATEMENT_TIMEOUT_MS", 10, 3_600_000), ("LOCK_TIMEOUT_MS", 10, 3_600_000),
+          ("IDLE_IN_TRANSACTION_TIMEOUT_MS", 10, 3_600_000)]
 
 
 def load(**env: str) -> Settings:
@@ -96,6 +101,14 @@ def test_the_defaults() -> None:
     assert (s.ledger_retention_days, s.pool_size, s.db_pool_size) == (15, 0, 2)
     assert (s.log_format, s.log_level, s.aws_region, s.aws_endpoint_url) == ("json", "info", None, None)
     assert s.region == "us-east-1" and s.endpoint_url == "http://localhost:4566"
+    assert (s.statement_timeout_ms, s.lock_timeout_ms, s.idle_in_transaction_timeout_ms) == (
+        30_000, 10_000, 60_000)
+
+
+def test_the_class_defaults_are_the_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() (built by code, not read) must mean what an empty environment means."""
+    monkeypatch.setattr("os.isatty", lambda fd: False)
+    assert Settings() == Settings.from_env({})
 
 
 def test_the_specific_aws_variables_win() -> None:
@@ -130,12 +143,26 @@ def test_the_database_url_from_a_file(tmp_path: Path) -> None:
 def test_each_bound_at_both_edges(name: str, low: int, high: int) -> None:
     variable = f"LOGIN_ETL_{name}"
     attribute = name.lower()
-    assert getattr(load(**{variable: str(low)}), attribute) == low
-    assert getattr(load(**{variable: str(high)}), attribute) == high
+    # the lock timeout may not exceed the statement timeout, and the statement timeout may not
+    # go under the lock timeout: each is tested with the other out of the way
+    other = ({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "3600000"} if name == "LOCK_TIMEOUT_MS" else
+             {"LOGIN_ETL_LOCK_TIMEOUT_MS": "10"} if name == "STATEMENT_TIMEOUT_MS" else {})
+    assert getattr(load(**other, **{variable: str(low)}), attribute) == low
+    assert getattr(load(**other, **{variable: str(high)}), attribute) == high
     for outside in (low - 1, high + 1):
-        assert refused({variable: str(outside)}) == (
+        assert refused({**other, variable: str(outside)}) == (
             f"{variable} must be between {low} and {high}, got {outside}")
     assert refused({variable: "1.5"}) == f"{variable} must be an integer, got '1.5'"
+
+
+def test_the_lock_timeout_may_not_exceed_the_statement_timeout() -> None:
+    s = load(LOGIN_ETL_STATEMENT_TIMEOUT_MS="20000", LOGIN_ETL_LOCK_TIMEOUT_MS="20000")
+    assert s.lock_timeout_ms == s.statement_timeout_ms == 20_000
+    assert refused({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "20000",
+                    "LOGIN_ETL_LOCK_TIMEOUT_MS": "20001"}) == (
+        "LOGIN_ETL_LOCK_TIMEOUT_MS (20001) must not exceed LOGIN_ETL_STATEMENT_TIMEOUT_MS (20000)")
+    assert refused({"LOGIN_ETL_STATEMENT_TIMEOUT_MS": "9999"}) == (
+        "LOGIN_ETL_LOCK_TIMEOUT_MS (10000) must not exceed LOGIN_ETL_STATEMENT_TIMEOUT_MS (9999)")
 
 
 def test_the_shutdown_timeout_bounds() -> None:
