@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test venv services lint unit integration bench mutate clean
+.PHONY: test venv services lint unit integration compose-test bench mutate clean
 
 test: venv services lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests; rc=$$?; \
@@ -33,6 +33,11 @@ unit: venv
 
 integration: venv services
 	$(BIN)/pytest -q tests/integration
+
+# `docker compose up` end to end with local stand-in images (also part of `make test`,
+# as tests/integration/test_compose.py).
+compose-test:
+	bash scripts/compose-test.sh
 
 bench: venv services
 	$(BIN)/python benchmarks/run.py

@@ -23,7 +23,8 @@
 #   5. `docker-compose up -d --wait` again: still 99 rows, nothing stored twice
 #   6. `docker-compose down -v` leaves no container, network or volume
 #
-# Environment: LOGIN_ETL_CACHE (default /root/.cache/login-etl), KEEP_DOCKERD=1,
+# Environment: LOGIN_ETL_CACHE (default /root/.cache/login-etl), BASE_TAG, LOGIN_ETL_IMAGE
+# (default login-etl:local), KEEP_DOCKERD=1,
 # KEEP_PROJECT=1 (leave the project up after a failure, to look at it),
 # WITHIN (seconds for step 3, default 90).
 set -euo pipefail
@@ -146,7 +147,7 @@ build_images() {
     POSTGRES_IMAGE=$STANDIN
     build_standin prometheus
     PROMETHEUS_IMAGE=$STANDIN
-    LOGIN_ETL_IMAGE=login-etl:local
+    LOGIN_ETL_IMAGE=${LOGIN_ETL_IMAGE:-login-etl:local}
     build_service_image "$LOGIN_ETL_IMAGE"
     export LOCALSTACK_IMAGE POSTGRES_IMAGE PROMETHEUS_IMAGE LOGIN_ETL_IMAGE
     export LOGIN_ETL_BASE_IMAGE=$BASE_TAG
@@ -172,9 +173,11 @@ compose_up() {
 # ----------------------------------------------------------------------- 3. the sample
 sql() { dc exec -T postgres psql -U postgres -d postgres -tAc "$1"; }
 
+# The worker's own count of stored messages (a labelled series is absent until used: 0).
 metric_stored() {
-    curl -fsS "http://127.0.0.1:$LOGIN_ETL_PORT/metrics" \
-        | awk '$1 == "login_etl_messages_total{outcome=\"stored\"}" { print int($2) }'
+    local page
+    page=$(curl -fsS "http://127.0.0.1:$LOGIN_ETL_PORT/metrics") || return 1
+    printf '%s\n' "$page" | awk '$1 == "login_etl_messages_total{outcome=\"stored\"}" { n = int($2) } END { print n + 0 }'
 }
 
 prom_query() {
