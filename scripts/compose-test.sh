@@ -126,6 +126,11 @@ build_standin() {
     rm -f "$out"
     log "stand-in $name built in $(($(date +%s) - t)) s"
     STANDIN=$tag
+    # Earlier builds of this stand-in are not used again (one in use by a container stays).
+    local old
+    for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "login-etl-standin-$name"); do
+        [[ $old == "$tag" ]] || docker rmi "$old" >/dev/null 2>&1 || true
+    done
 }
 
 build_images() {
