@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test venv services lint unit integration compose-test bench mutate clean
+.PHONY: test venv services lint unit integration compose-test bench bench-capacity bench-ledger mutate clean
 
 test: venv services lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests; rc=$$?; \
@@ -41,6 +41,15 @@ compose-test:
 
 bench: venv services
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/capacity.py
+
+# Capacity figures for docs/scaling.md: writers direct and through PgBouncer, the worker's CPU.
+bench-capacity: venv services
+	$(BIN)/python benchmarks/capacity.py
+
+# The ledger before/after: bytes per message, Postgres CPU per row, pruning 1M vs 10M ids.
+bench-ledger: venv services
+	$(BIN)/python benchmarks/ledger.py
 
 # Mutation score of tests/unit over messages, masking, retrying, settings and pipeline (mutmut,
 # then the module-level constants): tens of minutes on 2 cores, so not part of `make test`.

@@ -78,15 +78,19 @@ def queues(sqs: Any) -> Iterator[tuple[str, str]]:
 @contextlib.contextmanager
 def database() -> Iterator[str]:
     """A fresh database with the schema, dropped afterwards."""
-    from login_etl.store import SCHEMA
+    from login_etl.store import Store
 
     name = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SCHEMA)
+        store = Store(url, pool_size=1)
+        store.open()
+        try:
+            store.init_schema()
+        finally:
+            store.close()
         yield url
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:

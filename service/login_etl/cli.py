@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from login_etl import __version__, logs
+from login_etl import __version__, ledger, logs
 from login_etl.masking import Masker, UnmaskError
 from login_etl.queue import Queue, QueueError, dlq_url_for, make_client, redrive
 from login_etl.settings import ConfigError, Settings
@@ -159,7 +159,11 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         fail(str(exc))
     source, dlq = obj.checked_queues(masker)
     store = obj.store()
-    store.init_schema()
+    try:
+        retention = source.retention_seconds()
+    except QueueError:
+        retention = None
+    store.init_schema(settings.ledger_retention_days or ledger.keep_days(retention))
     worker = Worker(settings, store, source, dlq, masker, until_empty=until_empty,
                     keep_messages=keep_messages)
     if settings.http_port:

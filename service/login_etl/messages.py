@@ -36,6 +36,17 @@ class Received:
     sent_timestamp_ms: int
     receive_count: int = 1
     origin: str | None = None  # on a DLQ message: the ledger id it was rejected under (sealed)
+    # Ledger days (days since 1970-01-01, UTC) carried by sealed marks: on a redriven copy the
+    # day of the message it stands for; on a DLQ hand-off the day its origin was filed under.
+    redrive_day: int | None = None
+    origin_day: int | None = None
+
+    @property
+    def day(self) -> int:
+        """The ledger day every copy of this message agrees on (ledger.py)."""
+        if self.redrive_day is not None:
+            return self.redrive_day
+        return self.sent_timestamp_ms // 86_400_000
 
 
 class LoginEvent(NamedTuple):

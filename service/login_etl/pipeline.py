@@ -120,7 +120,8 @@ class Pipeline:
         outcome = Outcome()
         with self.store.transaction() as tx:
             new_ids = tx.claim([
-                (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected")
+                (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected",
+                 received.day)
                 for received, p in items
             ])
             tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])

@@ -191,12 +191,17 @@ class Queue:
         for m in response.get("Messages") or ():
             attributes = m.get("Attributes", {})
             marks = m.get("MessageAttributes")
+            redrive_of, redrive_day = _with_day(
+                self._unseal(marks, REDRIVE_ATTRIBUTE) if marks else None)
+            origin, origin_day = _with_day(
+                self._unseal(marks, ORIGIN_ATTRIBUTE) if marks else None)
             received.append(Received(
-                message_id=(marks and self._unseal(marks, REDRIVE_ATTRIBUTE)) or m["MessageId"],
+                message_id=redrive_of or m["MessageId"],
                 receipt_handle=m["ReceiptHandle"], body=m["Body"],
                 sent_timestamp_ms=int(attributes.get("SentTimestamp", now_ms)),
                 receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                origin=self._unseal(marks, ORIGIN_ATTRIBUTE) if marks else None,
+                origin=origin, redrive_day=redrive_day if redrive_of else None,
+                origin_day=origin_day,
             ))
         return received
 
@@ -308,7 +313,8 @@ class Queue:
                      "source_message_id": {"DataType": "String", "StringValue": m.message_id}}
             if self.sealer:
                 attrs[ORIGIN_ATTRIBUTE] = {"DataType": "String",
-                                           "StringValue": self.sealer.seal(m.message_id)}
+                                           "StringValue": self.sealer.seal(_dated(m.message_id,
+                                                                                  m.day))}
             return attrs
 
         try:
@@ -341,6 +347,12 @@ class Queue:
 
     def attribute(self, name: str) -> str | None:
         return self._attributes(name).get(name)
+
+    def retention_seconds(self) -> int | None:
+        """How long the queue keeps a message (it can be redelivered that long); None if the
+        queue does not say."""
+        value = self.attribute("MessageRetentionPeriod")
+        return int(value) if value and value.isdigit() else None
 
 
 def _is_final(failure: dict[str, Any]) -> bool:
@@ -394,6 +406,33 @@ class Redriven:
     refused: int = 0
 
 
+def _dated(ledger_id: str, day: int) -> str:
+    """A sealed ledger id with its ledger day: `<id>|<day>`."""
+    return f"{ledger_id}|{day}"
+
+
+def _with_day(sealed: str | None) -> tuple[str | None, int | None]:
+    """`<id>|<day>` -> (id, day); a seal from before days were carried -> (id, None)."""
+    if sealed is None:
+        return None, None
+    ledger_id, sep, day = sealed.rpartition("|")
+    if sep and ledger_id and day.isascii() and day.isdigit() and len(day) <= 7:
+        return ledger_id, int(day)
+    return sealed, None
+
+
+def _redrive_id(m: Received) -> str:
+    """The ledger id and day a redriven copy is filed under, sealed with it.
+
+    A worker's hand-off: `redrive:<origin>` on the origin's day, so every DLQ copy of one
+    reject agrees (a seal without a day: the DLQ copy's own). A message SQS moved itself: its
+    own id and SentTimestamp day, which SQS keeps, so a stored one stays a duplicate.
+    """
+    if m.origin:
+        return _dated(f"redrive:{m.origin}", m.origin_day if m.origin_day is not None else m.day)
+    return _dated(m.message_id, m.day)
+
+
 def redrive(dlq: Queue, source: Queue, limit: int | None = None,
             progress: Callable[[int], None] | None = None,
             stop: Callable[[], bool] | None = None) -> Redriven:
@@ -425,8 +464,7 @@ def redrive(dlq: Queue, source: Queue, limit: int | None = None,
                 [m.body for m in batch],
                 [{REDRIVE_ATTRIBUTE: {
                     "DataType": "String",
-                    "StringValue": dlq.sealer.seal(f"redrive:{m.origin}" if m.origin
-                                                   else m.message_id),
+                    "StringValue": dlq.sealer.seal(_redrive_id(m)),
                 }} for m in batch]))
             refused += [m for i, m in enumerate(batch) if i in failed]
             copied = [m for i, m in enumerate(batch) if i not in failed]

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from login_etl import logs, metrics
+from login_etl import ledger, logs, metrics
 from login_etl.health import Health
 from login_etl.inflight import InFlight
 from login_etl.masking import Masker
@@ -430,8 +430,10 @@ class Housekeeping(Role):
         if time.monotonic() >= self.next_prune and crew.health.db_ok:
             self.next_prune = time.monotonic() + 3600
             try:
-                pruned = crew.store.prune_ledger(crew.settings.ledger_retention_days)
-                if pruned:
-                    log.info("ledger_pruned", ids=pruned)
+                keep = crew.settings.ledger_retention_days or ledger.keep_days(
+                    crew.source.retention_seconds())
+                days, ids = crew.store.maintain_ledger(keep)
+                if days or ids:
+                    log.info("ledger_pruned", days=days, ids=ids, keep_days=keep)
             except Exception as exc:
                 log.warning("ledger_prune_failed", error=type(exc).__name__)

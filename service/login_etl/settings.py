@@ -58,7 +58,8 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     shutdown_timeout: float = 25.0
-    ledger_retention_days: int = 15
+    # Days a ledger day is kept after its own; 0: the queue's MessageRetentionPeriod + 1 day.
+    ledger_retention_days: int = 0
     pool_size: int = 0
     # Set per transaction (PgBouncer in transaction mode keeps no session settings).
     statement_timeout_ms: int = 30_000
@@ -105,7 +106,7 @@ class Settings:
         _positive("WAIT_TIME_SECONDS", self.wait_time_seconds, 0, 20)
         _positive("VISIBILITY_TIMEOUT", self.visibility_timeout, 5, 43_200)
         _positive("HTTP_PORT", self.http_port, 0, 65_535)
-        _positive("LEDGER_RETENTION_DAYS", self.ledger_retention_days, 1, 3650)
+        _positive("LEDGER_RETENTION_DAYS", self.ledger_retention_days, 0, 3650)
         _positive("STATEMENT_TIMEOUT_MS", self.statement_timeout_ms, 10, 3_600_000)
         _positive("LOCK_TIMEOUT_MS", self.lock_timeout_ms, 10, 3_600_000)
         _positive("IDLE_IN_TRANSACTION_TIMEOUT_MS", self.idle_in_transaction_timeout_ms, 10,

@@ -1,9 +1,10 @@
 """The Postgres side: the pool, the schema, and the one-transaction write of rows + ledger.
 
-The ledger (login_etl_ledger) holds the SQS message id of every message settled, written in
-the same transaction as its row. A redelivered message finds its id there and becomes a
-no-op, which is what makes "commit, then delete" safe against crashes between the two, an
-ambiguous commit (connection lost after COMMIT was sent), and several replicas at once.
+The ledger (login_etl_ledger, see ledger.py) holds the SQS message id of every message
+settled, written in the same transaction as its row. A redelivered message finds its id there
+and becomes a no-op, which is what makes "commit, then delete" safe against crashes between
+the two, an ambiguous commit (connection lost after COMMIT was sent), and several replicas at
+once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from login_etl import metrics, retrying
+from login_etl import ledger, metrics, retrying
 from login_etl.messages import LoginEvent, copy_value
 
 COLUMNS = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
@@ -29,21 +30,21 @@ CREATE TABLE IF NOT EXISTS user_logins(
   user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
   masked_device_id varchar(256), locale varchar(32), app_version integer,
   create_date date);
-CREATE TABLE IF NOT EXISTS login_etl_ledger(
-  message_id text PRIMARY KEY,
-  outcome text NOT NULL,
-  processed_at timestamptz NOT NULL DEFAULT now());
-CREATE INDEX IF NOT EXISTS login_etl_ledger_processed_at ON login_etl_ledger (processed_at);
 """
 
 _CLAIM = (
-    "INSERT INTO login_etl_ledger (message_id, outcome) "
-    "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
+    "INSERT INTO login_etl_ledger (id, text_id, day, rejected)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::date[], %s::boolean[])"
+    " ON CONFLICT DO NOTHING RETURNING coalesce(id::text, text_id)"
 )
+_LEGACY_KNOWN = "SELECT message_id FROM login_etl_ledger_legacy WHERE message_id = ANY(%s)"
 # The column order of LoginEvent.line (messages.login_event).
 _COPY = ("COPY user_logins (user_id, device_type, locale, masked_ip, masked_device_id,"
          " app_version, create_date) FROM STDIN")
-_COPY_LEDGER = "COPY login_etl_ledger (message_id, outcome) FROM STDIN"
+_COPY_LEDGER = "COPY login_etl_ledger (id, text_id, day, rejected) FROM STDIN"
+# SQS message ids as SQS writes them: these go to the uuid column (16 bytes), and read back as
+# the same text; anything else (a redriven copy's "redrive:..." id) to text_id.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
 _SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
 
@@ -117,6 +118,8 @@ class Store:
                  bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
         self._bounds_sql = self.bounds.sql()
+        # Whether an unpartitioned ledger from before is still consulted by claims.
+        self.legacy = False
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
@@ -162,30 +165,59 @@ class Store:
             conn.execute(self._bounds_sql)
             yield conn
 
-    def init_schema(self) -> None:
-        """Create what is missing; a role without CREATE can run against an existing schema."""
+    def init_schema(self, keep_days: int = ledger.DEFAULT_KEEP_DAYS) -> None:
+        """Create what is missing (the ledger's days from `keep_days` back to a few ahead), and
+        turn an unpartitioned ledger of before into the legacy table; a role without CREATE
+        can run against an existing schema."""
+        today = ledger.today()
         try:
             with self.bounded() as conn:
-                row = conn.execute(
-                    "SELECT to_regclass('user_logins') IS NOT NULL"
-                    " AND to_regclass('login_etl_ledger') IS NOT NULL"
-                    " AND to_regclass('login_etl_ledger_processed_at') IS NOT NULL").fetchone()
-                if row and row[0]:
+                ready = self._schema_ready(conn, today)
+                if ready is True:
+                    return
+                if ready is None:
+                    self._add_days(conn, today)
                     return
                 # A transaction-level lock: released at COMMIT, so it holds under transaction
                 # pooling too (a session lock could outlive us on a shared server connection).
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(SCHEMA)
+                ledger.create_schema(conn, range(today - keep_days, today + ledger.AHEAD_DAYS + 1))
+                self.legacy = ledger.relkind(conn, ledger.LEGACY) is not None
         except psycopg.Error as exc:
             raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
                              retryable=False) from exc
+
+    def _schema_ready(self, conn: psycopg.Connection[Any], today: int) -> bool | None:
+        """True: nothing to do; None: only days ahead are missing; False: tables missing."""
+        row = conn.execute("SELECT to_regclass('user_logins') IS NOT NULL,"
+                           " to_regclass('login_etl_ledger_legacy') IS NOT NULL").fetchone()
+        if not row or not row[0] or ledger.relkind(conn, ledger.TABLE) != "p":
+            return False
+        self.legacy = bool(row[1])
+        have = ledger.partitions(conn)
+        return all(d in have for d in range(today, today + ledger.AHEAD_DAYS + 1)) or None
+
+    def _add_days(self, conn: psycopg.Connection[Any], today: int) -> None:
+        """The days ahead, where this role may create tables; otherwise their ids go to the
+        default partition (still deduplicated, pruned by DELETE) until a role that may runs
+        init-db."""
+        try:
+            with conn.transaction():
+                ledger.ddl_lock(conn)
+                have = ledger.partitions(conn)
+                for day in range(today, today + ledger.AHEAD_DAYS + 1):
+                    if day not in have:
+                        ledger.add_partition(conn, day)
+        except psycopg.errors.InsufficientPrivilege:
+            pass
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """BEGIN ... COMMIT on one pooled connection; an exception rolls back."""
         started = time.perf_counter()
         with self.bounded() as conn:
-            yield Transaction(conn)
+            yield Transaction(conn, self)
         metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def ping(self) -> bool:
@@ -196,25 +228,37 @@ class Store:
         except Exception:
             return False
 
-    def prune_ledger(self, retention_days: int, chunk: int = 50_000) -> int:
-        """Ids older than SQS's longest retention can never be redelivered: forget them.
+    def maintain_ledger(self, keep_days: int) -> tuple[int, int]:
+        """Create the days ahead, drop the days no message can be redelivered from any more.
 
-        In chunks, each its own short transaction: an hour of ids at 1,000 msg/s is 3.6 million
-        rows, which one DELETE would not finish within statement_timeout (30 s), so the ledger
-        would never shrink.
+        Returns (days dropped, ids deleted from the default partition). Each step is its own
+        short transaction; a step that cannot get its lock within a second is left for the next
+        run. A dropped day costs the same whatever number of ids it held.
         """
-        total = 0
-        while True:
+        today = ledger.today()
+        with self.bounded() as conn:
+            ledger.ddl_lock(conn)
+            have = ledger.partitions(conn)
+            for day in range(today, today + ledger.AHEAD_DAYS + 1):
+                if day not in have:
+                    ledger.add_partition(conn, day)
+        dropped = 0
+        for day in ledger.droppable(have, today, keep_days):
             with self.bounded() as conn:
-                deleted = conn.execute(
-                    "DELETE FROM login_etl_ledger WHERE ctid = ANY(ARRAY("
-                    " SELECT ctid FROM login_etl_ledger"
-                    " WHERE processed_at < now() - make_interval(days => %s) LIMIT %s))",
-                    (retention_days, chunk),
-                ).rowcount
-            total += deleted
-            if deleted < chunk:
-                return total
+                ledger.ddl_lock(conn)
+                conn.execute(f"DROP TABLE IF EXISTS {ledger.partition_name(day)}")
+            dropped += 1
+        with self.bounded() as conn:
+            deleted = conn.execute(f"DELETE FROM {ledger.DEFAULT} WHERE day < %s",
+                                   (ledger.cutoff(today, keep_days),)).rowcount
+            self.legacy = ledger.relkind(conn, ledger.LEGACY) is not None
+        if self.legacy:
+            with self.bounded() as conn:
+                ledger.ddl_lock(conn)
+                if ledger.legacy_expired(conn, keep_days):
+                    conn.execute(f"DROP TABLE {ledger.LEGACY}")
+                    self.legacy = False
+        return dropped, deleted
 
     def count_rows(self) -> int:
         """Exact up to a million rows; beyond that the planner's estimate (a display figure,
@@ -251,6 +295,8 @@ class Store:
         with self.bounded() as conn:
             rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
             conn.execute("TRUNCATE user_logins, login_etl_ledger")
+            conn.execute(f"DROP TABLE IF EXISTS {ledger.LEGACY}")
+            self.legacy = False
             return int(rows[0]) if rows else 0
 
 
@@ -300,40 +346,72 @@ def _why_not(exc: psycopg.Error) -> str:
 class Transaction:
     """The statements of one settle: claim ids in the ledger, then COPY the new rows."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], store: Store | None = None) -> None:
         self.conn = conn
+        self.store = store
 
-    def claim(self, ids_and_outcomes: Sequence[tuple[str, str]]) -> set[str]:
-        """Insert the ids into the ledger; return those not seen before (the rest are repeats).
+    def claim(self, claims: Sequence[tuple[str, str] | tuple[str, str, int]]) -> set[str]:
+        """File (message id, outcome, day) in the ledger; return the ids not seen before (the
+        rest are repeats). The day (days since 1970-01-01, UTC) is the message's SentTimestamp
+        day or the one its redrive seal carries; without one, today.
 
         A concurrent replica claiming the same id blocks here until it commits, then sees a
         conflict: exactly one of them stores the row.
         """
-        if not ids_and_outcomes:
+        if not claims:
             return set()
+        today = ledger.today()
+        rows = [(c[0], c[1] == "rejected", c[2] if len(c) > 2 else today)  # type: ignore[misc]
+                for c in claims]
+        if self.store is not None and self.store.legacy:
+            found = self._known_before([r[0] for r in rows])
+            rows = [r for r in rows if r[0] not in found]
+            if not rows:
+                return set()
         # Fast path: COPY the ids, in a savepoint. Redeliveries are rare, and COPY costs half
         # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
         # violation), which undoes only the savepoint, and the claim is made row by row below.
         try:
-            payload = "".join([f"{copy_value(i)}\t{o}\n" for i, o in ids_and_outcomes])
+            days = _iso_days(rows)
+            payload = "".join([
+                f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n" if _UUID.fullmatch(i)
+                else f"\\N\t{copy_value(i)}\t{days[d]}\t{'t' if r else 'f'}\n"
+                for i, r, d in rows])
             with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
                 copy.write(payload)
-            return {i for i, _ in ids_and_outcomes}
+            return {i for i, _, _ in rows}
         except psycopg.errors.UniqueViolation:
             pass
-        ids = [i for i, _ in ids_and_outcomes]
-        outcomes = [o for _, o in ids_and_outcomes]
-        cur = self.conn.execute(_CLAIM, (ids, outcomes))
+        uuids = [i if _UUID.fullmatch(i) else None for i, _, _ in rows]
+        texts = [None if u else i for u, (i, _, _) in zip(uuids, rows, strict=True)]
+        days_of = [ledger.from_epoch_day(d) for _, _, d in rows]
+        cur = self.conn.execute(_CLAIM, (uuids, texts, days_of, [r for _, r, _ in rows]))
         return {row[0] for row in cur.fetchall()}
+
+    def _known_before(self, ids: list[str]) -> set[str]:
+        """The ids the legacy ledger holds, while it exists (another replica may drop it)."""
+        try:
+            with self.conn.transaction():
+                return {r[0] for r in self.conn.execute(_LEGACY_KNOWN, (ids,)).fetchall()}
+        except psycopg.errors.UndefinedTable:
+            if self.store is not None:
+                self.store.legacy = False
+            return set()
 
     def unclaim(self, ids: Sequence[str]) -> None:
         """Take ids back out of the ledger within this transaction (messages left unsettled)."""
         if ids:
-            self.conn.execute("DELETE FROM login_etl_ledger WHERE message_id = ANY(%s)",
-                              (list(ids),))
+            uuids = [i for i in ids if _UUID.fullmatch(i)]
+            texts = [i for i in ids if not _UUID.fullmatch(i)]
+            self.conn.execute("DELETE FROM login_etl_ledger WHERE id = ANY(%s::uuid[])"
+                              " OR text_id = ANY(%s::text[])", (uuids, texts))
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         """One COPY of the rows: their lines were encoded when they were parsed."""
         if events:
             with self.conn.cursor().copy(_COPY) as copy:
                 copy.write("".join([e.line for e in events]))
+
+
+def _iso_days(rows: Sequence[tuple[str, bool, int]]) -> dict[int, str]:
+    return {d: ledger.from_epoch_day(d).isoformat() for d in {d for _, _, d in rows}}

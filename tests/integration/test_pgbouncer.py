@@ -154,7 +154,7 @@ def test_statements_survive_a_change_of_server_connection(
                 assert tx.claim([(f"{prefix}{i}", "stored")]) == {f"{prefix}{i}"}
                 # the same parametrised statement again and again: what psycopg would prepare
                 assert tx.conn.execute("SELECT count(*) FROM login_etl_ledger WHERE"
-                                       " message_id = %s", (f"{prefix}{i}",)).fetchone() == (1,)
+                                       " text_id = %s", (f"{prefix}{i}",)).fetchone() == (1,)
 
     claims("a")
     # Another client takes the server connection used so far (PgBouncer reuses the last one

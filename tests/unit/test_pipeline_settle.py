@@ -34,12 +34,12 @@ class FakeTransaction:
         self.claimed: list[str] = []
         self.rows: list[LoginEvent] = []
 
-    def claim(self, ids_and_outcomes: Sequence[tuple[str, str]]) -> set[str]:
-        self.store.calls.append(("claim", [i for i, _ in ids_and_outcomes]))
-        self.store.outcomes.update(ids_and_outcomes)
-        if any(i in self.store.refuse_claim for i, _ in ids_and_outcomes):
+    def claim(self, claims: Sequence[tuple[str, str, int]]) -> set[str]:
+        self.store.calls.append(("claim", [c[0] for c in claims]))
+        self.store.outcomes.update((c[0], c[1]) for c in claims)
+        if any(c[0] in self.store.refuse_claim for c in claims):
             raise pg.StringDataRightTruncation("value too long for the ledger")
-        new = {i for i, _ in ids_and_outcomes if i not in self.store.ledger}
+        new = {c[0] for c in claims if c[0] not in self.store.ledger}
         self.claimed += sorted(new)
         return new
 

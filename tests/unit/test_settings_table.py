@@ -61,7 +61,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
 # (name, lowest accepted, highest accepted)
 BOUNDS = [("BATCH_SIZE", 1, 10_000), ("BATCH_WINDOW_MS", 0, 60_000), ("POLLERS", 1, 64),
           ("WAIT_TIME_SECONDS", 0, 20), ("VISIBILITY_TIMEOUT", 5, 43_200),
-          ("HTTP_PORT", 0, 65_535), ("LEDGER_RETENTION_DAYS", 1, 3650),
+          ("HTTP_PORT", 0, 65_535), ("LEDGER_RETENTION_DAYS", 0, 3650),
           ("STATEMENT_TIMEOUT_MS", 10, 3_600_000), ("LOCK_TIMEOUT_MS", 10, 3_600_000),
           ("IDLE_IN_TRANSACTION_TIMEOUT_MS", 10, 3_600_000)]
 
@@ -98,7 +98,7 @@ def test_the_defaults() -> None:
     assert (s.masking_keys, s.masking_mode, s.sqs_client) == ((), "hmac", "lean")
     assert (s.batch_size, s.batch_window_ms, s.pollers, s.wait_time_seconds) == (500, 100, 4, 20)
     assert (s.visibility_timeout, s.http_port, s.shutdown_timeout) == (60, 8000, 25.0)
-    assert (s.ledger_retention_days, s.pool_size, s.db_pool_size) == (15, 0, 2)
+    assert (s.ledger_retention_days, s.pool_size, s.db_pool_size) == (0, 0, 2)
     assert (s.log_format, s.log_level, s.aws_region, s.aws_endpoint_url) == ("json", "info", None, None)
     assert s.region == "us-east-1" and s.endpoint_url == "http://localhost:4566"
     assert (s.statement_timeout_ms, s.lock_timeout_ms, s.idle_in_transaction_timeout_ms) == (

@@ -1,0 +1,148 @@
+"""The ledger of settled message ids: partitioned by day, retention by dropping whole days.
+
+Each message is filed under a UTC day that every copy of it agrees on: the day SQS received it
+(SentTimestamp, which a redelivery keeps), or for a redriven copy the day carried in its
+sealed origin. A redelivery therefore meets its id in the same day partition, and a day that
+SQS can no longer redeliver from is dropped in one statement, however many ids it holds.
+
+Row: `id uuid` where the message id is a canonical UUID (SQS's ids), else `text_id text`;
+`day date`, `rejected boolean`. Each day partition has a unique index on each id column (the
+other column is NULL, kept out by the index predicate); no time index: the partition is the
+time. Days outside the partitions (older than the retention: a redriven copy of an old
+message) go to the default partition, which is pruned by DELETE and stays small.
+
+An unpartitioned ledger from before is renamed login_etl_ledger_legacy and consulted by
+every claim until its newest id is past the retention; then it is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+TABLE = "login_etl_ledger"
+DEFAULT = "login_etl_ledger_default"
+LEGACY = "login_etl_ledger_legacy"
+# Days kept when the queue's retention is not known (SQS's longest retention is 14 days).
+DEFAULT_KEEP_DAYS = 15
+# Days created ahead of today, so the worker never writes into a day it still has to create.
+AHEAD_DAYS = 2
+# Advisory lock id serialising partition DDL between replicas.
+_DDL_LOCK = 0x10_61_E7_2
+# DDL waits this long at most for the parent table: a waiting ACCESS EXCLUSIVE request queues
+# every writer behind it.
+_DDL_LOCK_TIMEOUT = "1s"
+_PARTITION = re.compile(r"^login_etl_ledger_p(\d{8})$")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+PARENT_DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE}(
+  id uuid,
+  day date NOT NULL,
+  rejected boolean NOT NULL DEFAULT false,
+  text_id text,
+  CHECK ((id IS NULL) <> (text_id IS NULL))
+) PARTITION BY RANGE (day);
+CREATE TABLE IF NOT EXISTS {DEFAULT} PARTITION OF {TABLE} DEFAULT;
+CREATE UNIQUE INDEX IF NOT EXISTS {DEFAULT}_id ON {DEFAULT} (id) WHERE id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS {DEFAULT}_text_id ON {DEFAULT} (text_id)
+  WHERE text_id IS NOT NULL;
+"""
+
+
+def epoch_day(day: date) -> int:
+    return day.toordinal() - _EPOCH_ORDINAL
+
+
+def from_epoch_day(day: int) -> date:
+    return date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def today() -> int:
+    return epoch_day(datetime.now(UTC).date())
+
+
+def partition_name(day: int) -> str:
+    return f"{TABLE}_p{from_epoch_day(day):%Y%m%d}"
+
+
+def keep_days(retention_seconds: int | None) -> int:
+    """Days a partition is kept after its own: the queue's retention rounded up, plus one."""
+    if retention_seconds is None:
+        return DEFAULT_KEEP_DAYS
+    return -(-retention_seconds // 86_400) + 1
+
+
+def relkind(conn: psycopg.Connection[Any], name: str) -> str | None:
+    row = conn.execute("SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                       (name,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def partitions(conn: psycopg.Connection[Any]) -> set[int]:
+    """The days that have their own partition."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = to_regclass(%s)", (TABLE,)).fetchall()
+    days = set()
+    for (name,) in rows:
+        match = _PARTITION.match(name)
+        if match:
+            days.add(epoch_day(datetime.strptime(match.group(1), "%Y%m%d").date()))
+    return days
+
+
+def create_schema(conn: psycopg.Connection[Any], days: range) -> None:
+    """The partitioned ledger and the given days, from nothing or from the unpartitioned
+    table of before (renamed, kept for lookups: a rename is instant at any size)."""
+    if relkind(conn, TABLE) == "r":
+        conn.execute(f"ALTER TABLE {TABLE} RENAME TO {LEGACY}")
+        conn.execute(f"ALTER INDEX IF EXISTS {TABLE}_processed_at"
+                     f" RENAME TO {LEGACY}_processed_at")
+        conn.execute(f"ALTER INDEX IF EXISTS {TABLE}_pkey RENAME TO {LEGACY}_pkey")
+    conn.execute(PARENT_DDL)
+    have = partitions(conn)
+    for day in days:
+        if day not in have:
+            add_partition(conn, day)
+
+
+def add_partition(conn: psycopg.Connection[Any], day: int) -> None:
+    """One day: built with its unique indexes, filled with what the default partition held of
+    that day, then attached (a partition never exists without its unique indexes)."""
+    name = partition_name(day)
+    start, end = from_epoch_day(day), from_epoch_day(day + 1)
+    conn.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
+    conn.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    conn.execute(f"CREATE UNIQUE INDEX {name}_id ON {name} (id) WHERE id IS NOT NULL")
+    conn.execute(f"CREATE UNIQUE INDEX {name}_text_id ON {name} (text_id)"
+                 " WHERE text_id IS NOT NULL")
+    conn.execute(f"WITH moved AS (DELETE FROM {DEFAULT} WHERE day = %s"
+                 " RETURNING id, day, rejected, text_id)"
+                 f" INSERT INTO {name} (id, day, rejected, text_id) SELECT * FROM moved", (start,))
+    conn.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {name}"
+                 f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+
+
+def ddl_lock(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"SET LOCAL lock_timeout = '{_DDL_LOCK_TIMEOUT}'")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+
+
+def droppable(have: set[int], now: int, keep: int) -> list[int]:
+    """Days whose last possible redelivery is more than `keep` days ago."""
+    return sorted(d for d in have if d < now - keep)
+
+
+def cutoff(now: int, keep: int) -> date:
+    return from_epoch_day(now - keep)
+
+
+def legacy_expired(conn: psycopg.Connection[Any], keep: int) -> bool:
+    """Whether the legacy table's newest id is past the retention (an index-only look)."""
+    row = conn.execute(f"SELECT max(processed_at) FROM {LEGACY}").fetchone()
+    newest = row[0] if row else None
+    return newest is None or newest < datetime.now(UTC) - timedelta(days=keep)

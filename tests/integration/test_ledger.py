@@ -1,0 +1,257 @@
+"""The day-partitioned ledger on real PostgreSQL: compact rows, days made and dropped, the
+unpartitioned ledger of before migrated by init-db, redeliveries across a day boundary."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from login_etl import ledger
+from login_etl.messages import Received
+from login_etl.store import Store
+from tests.integration.stack import (
+    Stack,
+    create_database,
+    drop_database,
+    log_events,
+    unique_bodies,
+    wait_until,
+)
+
+# The schema of the ledger before it was partitioned, as init-db created it then.
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_logins(
+  user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+  masked_device_id varchar(256), locale varchar(32), app_version integer,
+  create_date date);
+CREATE TABLE IF NOT EXISTS login_etl_ledger(
+  message_id text PRIMARY KEY,
+  outcome text NOT NULL,
+  processed_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS login_etl_ledger_processed_at ON login_etl_ledger (processed_at);
+"""
+
+
+@pytest.fixture
+def database(postgres: str) -> Iterator[str]:
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    store = Store(database, pool_size=2)
+    try:
+        store.open()
+        store.init_schema(keep_days=3)
+        yield store
+    finally:
+        store.close()
+
+
+def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+def _where(url: str) -> dict[str, tuple[str, str]]:
+    """message id -> (partition, day) for every ledger row."""
+    rows = _query(url, "SELECT coalesce(id::text, text_id), tableoid::regclass::text, day::text"
+                       " FROM login_etl_ledger")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_partitions_from_the_retention_back_to_days_ahead(store: Store, database: str) -> None:
+    today = ledger.today()
+    assert _query(database, "SELECT relkind::text FROM pg_class WHERE relname ="
+                            " 'login_etl_ledger'") == [("p",)]
+    with store.bounded() as conn:
+        assert ledger.partitions(conn) == set(range(today - 3, today + ledger.AHEAD_DAYS + 1))
+    # No time index: each partition has exactly its two unique id indexes.
+    indexes = _query(database, "SELECT indexdef FROM pg_indexes WHERE tablename = %s",
+                     (ledger.partition_name(today),))
+    assert len(indexes) == 2 and all("UNIQUE" in i[0] for i in indexes)
+
+
+def test_uuid_ids_are_stored_as_uuid_others_as_text(store: Store, database: str) -> None:
+    sqs_id = str(uuid.uuid4())
+    upper = str(uuid.uuid4()).upper()
+    others = ["redrive:" + sqs_id, upper, "id\twith\\tab"]
+    today = ledger.today()
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", today) for i in [sqs_id, *others]]) == {sqs_id, *others}
+    rows = _query(database, "SELECT id::text, text_id FROM login_etl_ledger")
+    assert (sqs_id, None) in rows
+    assert sorted(t for _, t in rows if t) == sorted(others), "read back exactly as given"
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", today) for i in [sqs_id, *others]]) == set()
+        fresh = str(uuid.uuid4())
+        assert tx.claim([(sqs_id, "stored", today), (fresh, "stored", today)]) == {fresh}
+
+
+def test_a_redelivery_is_a_duplicate_across_a_day_boundary(store: Store, database: str) -> None:
+    """Sent at 23:59:59.999 UTC, first settled then; redelivered the next day: the day comes
+    from SentTimestamp, so both claims meet in the same partition."""
+    today = ledger.today()
+    sent_ms = today * 86_400_000 - 1
+    message = Received(str(uuid.uuid4()), "rh", "{}", sent_ms)
+    assert message.day == today - 1
+    with store.transaction() as tx:
+        assert tx.claim([(message.message_id, "stored", message.day)]) == {message.message_id}
+    # The redelivery, processed "tomorrow": same message, same SentTimestamp, a new receipt.
+    again = Received(message.message_id, "rh2", "{}", sent_ms, receive_count=2)
+    with store.transaction() as tx:
+        assert tx.claim([(again.message_id, "stored", again.day)]) == set()
+    assert _where(database)[message.message_id] == (
+        ledger.partition_name(today - 1), ledger.from_epoch_day(today - 1).isoformat())
+
+
+def test_days_past_the_retention_are_dropped_whole(store: Store, database: str) -> None:
+    today = ledger.today()
+    old, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    ancient = str(uuid.uuid4())
+    with store.transaction() as tx:
+        tx.claim([(old, "stored", today - 3), (kept, "stored", today - 2),
+                  (ancient, "rejected", today - 40)])
+    where = _where(database)
+    assert where[ancient][0] == ledger.DEFAULT, "a day without a partition goes to the default"
+    assert store.maintain_ledger(keep_days=2) == (1, 1)
+    assert set(_where(database)) == {kept}
+    with store.bounded() as conn:
+        assert min(ledger.partitions(conn)) == today - 2
+    with store.transaction() as tx:
+        assert tx.claim([(kept, "stored", today - 2)]) == set(), "a kept day still dedupes"
+    assert store.maintain_ledger(keep_days=2) == (0, 0)
+
+
+def test_missing_days_ahead_are_created_and_the_default_is_emptied_into_them(
+        store: Store, database: str) -> None:
+    today = ledger.today()
+    ahead = today + ledger.AHEAD_DAYS
+    _query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
+    early = str(uuid.uuid4())
+    with store.transaction() as tx:
+        tx.claim([(early, "stored", ahead)])
+    assert _where(database)[early][0] == ledger.DEFAULT
+    store.maintain_ledger(keep_days=3)
+    assert _where(database)[early][0] == ledger.partition_name(ahead)
+    with store.transaction() as tx:
+        assert tx.claim([(early, "stored", ahead)]) == set()
+
+
+def test_init_db_migrates_the_unpartitioned_ledger_without_losing_an_id(stack: Stack) -> None:
+    """Today's schema with ids in it; init-db; every id is still a duplicate, new ids are
+    stored, and the old table goes once its newest id is past the retention."""
+    stack.query(OLD_SCHEMA)
+    old_ids = [str(uuid.uuid4()) for _ in range(2000)] + ["redrive:" + str(uuid.uuid4())]
+    with psycopg.connect(stack.database_url) as conn, conn.cursor().copy(
+            "COPY login_etl_ledger (message_id, outcome, processed_at) FROM STDIN") as copy:
+        for i, message_id in enumerate(old_ids):
+            copy.write_row((message_id, "stored", f"2026-01-01 00:00:{i % 60:02d}+00"))
+    # One of them is still in the queue (committed, not yet deleted): it must not be stored
+    # again when it is redelivered after the upgrade.
+    stack.send(unique_bodies(3, prefix="after"))
+    first = stack.sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=1,
+                                      VisibilityTimeout=0)["Messages"][0]
+    stack.query("INSERT INTO login_etl_ledger (message_id, outcome) VALUES (%s, 'stored')",
+                (first["MessageId"],))
+    stack.cli("init-db")
+    assert stack.query("SELECT relkind::text FROM pg_class WHERE relname = 'login_etl_ledger'"
+                       ) == [("p",)]
+    legacy = {r[0] for r in stack.query("SELECT message_id FROM login_etl_ledger_legacy")}
+    assert legacy == {*old_ids, first["MessageId"]}
+    stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 2, "the message already in the old ledger is a duplicate"
+    store = Store(stack.database_url)
+    store.open()
+    try:
+        store.init_schema()
+        with store.transaction() as tx:
+            assert tx.claim([(i, "stored", ledger.today()) for i in old_ids]) == set()
+        fresh = str(uuid.uuid4())
+        with store.transaction() as tx:
+            assert tx.claim([(fresh, "stored", ledger.today()), (old_ids[0], "stored")]) == {
+                fresh}
+        stack.query("UPDATE login_etl_ledger_legacy SET processed_at = now() - interval"
+                    " '20 days'")
+        store.maintain_ledger(keep_days=15)
+        assert not store.legacy
+        assert stack.query("SELECT to_regclass('login_etl_ledger_legacy')") == [(None,)]
+        with store.transaction() as tx:
+            assert tx.claim([(str(uuid.uuid4()), "stored")]) != set()
+    finally:
+        store.close()
+
+
+def test_the_worker_keeps_days_for_the_queues_own_retention(stack: Stack, tmp_path: Any) -> None:
+    """A queue keeping messages 2 days: ledger days older than 3 days are dropped by the
+    running worker, the rest kept."""
+    stack.sqs.set_queue_attributes(QueueUrl=stack.queue_url,
+                                   Attributes={"MessageRetentionPeriod": str(2 * 86_400)})
+    store = Store(stack.database_url)
+    store.open()
+    try:
+        store.init_schema(keep_days=6)
+    finally:
+        store.close()
+    today = ledger.today()
+    worker = stack.start(log=tmp_path / "w.log")
+    try:
+        wait_until(lambda: any(e.get("event") == "ledger_pruned"
+                               for e in log_events(tmp_path / "w.log")), 30, what="pruned")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    pruned = [e for e in log_events(tmp_path / "w.log") if e.get("event") == "ledger_pruned"]
+    assert pruned[0]["keep_days"] == 3 and pruned[0]["days"] == 3
+    names = {r[0] for r in stack.query(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid")}
+    assert ledger.partition_name(today - 3) in names
+    assert ledger.partition_name(today - 4) not in names
+
+
+def test_a_redriven_reject_is_filed_under_its_origins_day(stack: Stack) -> None:
+    """A hand-off sealed with its origin's day (yesterday): the redriven copy is claimed on
+    that day, whatever day the copy was sent, so every copy of it agrees."""
+    from login_etl.masking import Masker
+    from login_etl.settings import Settings
+
+    masker = Masker(Settings.from_env(stack.env()).masking_keys)
+    yesterday = ledger.today() - 1
+    origin = masker.seal(f"an-origin-id|{yesterday}")
+    body = unique_bodies(1, prefix="fixed")[0]
+    for _ in range(2):
+        stack.sqs.send_message(QueueUrl=stack.dlq_url, MessageBody=body, MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": "invalid_ip"},
+            "login_etl_origin": {"DataType": "String", "StringValue": origin}})
+    assert "moved 2 messages" in stack.cli("dlq", "redrive").stdout
+    stack.cli("run", "--until-empty")
+    assert stack.count_rows() == 1
+    rows = stack.query("SELECT text_id, day FROM login_etl_ledger")
+    assert [(r[0], str(r[1])) for r in rows] == [
+        ("redrive:an-origin-id", ledger.from_epoch_day(yesterday).isoformat())]
+
+
+def test_a_reject_handed_off_carries_its_day_to_the_dlq(stack: Stack) -> None:
+    from login_etl.masking import Masker
+    from login_etl.settings import Settings
+
+    stack.send([json.dumps({"user_id": "x"})])
+    stack.cli("run", "--until-empty")
+    [copy] = stack.receive_all(dlq=True)
+    masker = Masker(Settings.from_env(stack.env()).masking_keys)
+    unsealed = masker.unseal(copy["MessageAttributes"]["login_etl_origin"]["StringValue"])
+    assert unsealed is not None
+    origin, _, day = unsealed.rpartition("|")
+    assert origin == copy["MessageAttributes"]["source_message_id"]["StringValue"]
+    filed = stack.query("SELECT day FROM login_etl_ledger WHERE id = %s AND rejected", (origin,))
+    assert [str(r[0]) for r in filed] == [ledger.from_epoch_day(int(day)).isoformat()]
