@@ -126,7 +126,10 @@ def score(module: str, max_children: int, equivalents: list[Equivalent]) -> tupl
                              env=env)
     meta_path = workdir / "mutants" / "src" / "login_etl" / f"{module}.py.meta"
     if rc != 0 or not meta_path.exists():
-        raise SystemExit(f"mutmut failed on {module} (exit {rc}); see {log}")
+        print(f"  mutmut failed on {module} (exit {rc}); the end of {log}:")
+        tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
+        print("\n".join("    " + line for line in tail))
+        return 0, -1, []
     codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
     diffs = mutant_diffs(workdir / "mutants" / "src" / "login_etl" / f"{module}.py", module)
     killed = total = 0
@@ -175,6 +178,11 @@ def main() -> int:
     lines, failed = [], False
     for module in args.modules:
         killed, total, survivors = score(module, args.max_children, equivalents)
+        if total < 0:
+            lines.append(f"mutation score {module}: not measured (mutmut failed)")
+            print(lines[-1], flush=True)
+            failed = True
+            continue
         percent = 100.0 * killed / total if total else 100.0
         for survivor in survivors:
             print("  survived: " + survivor, end="")

@@ -1,7 +1,10 @@
 import os
 import pathlib
 import sys
+from typing import Any
 
+import pytest
+import structlog
 from hypothesis import settings
 
 # The tests import the package from service/ even without an editable install.
@@ -12,3 +15,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "service"))
 settings.register_profile("mutate", derandomize=True, deadline=None, database=None)
 if os.environ.get("HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+
+@pytest.fixture(autouse=True)
+def _loggers_never_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """structlog caches a logger with the processors of its first use; a later configure()
+    (every in-process CLI test calls one) would then leave it out of capture_logs, so a test
+    would pass or fail by the order it runs in (and mutmut runs tests in its own order)."""
+    real = structlog.configure
+
+    def configure(**settings: Any) -> None:
+        real(**{**settings, "cache_logger_on_first_use": False})
+
+    monkeypatch.setattr(structlog, "configure", configure)
