@@ -103,13 +103,22 @@ find_python313() {
     die "no CPython 3.13 on this machine for the LocalStack stand-in (pyenv install 3.13)"
 }
 
+# Each file of a stand-in's folder: path, executable or not, content hash (not the modes
+# or times a checkout happens to give them).
+standin_inputs() {
+    local f
+    while IFS= read -r f; do
+        printf '%s %s %s\n' "$f" "$([[ -x "$1/$f" ]] && echo x || echo -)" "$(sha256sum <"$1/$f" | cut -c1-64)"
+    done < <(cd "$1" && find . -type f | LC_ALL=C sort)
+}
+
 # Builds docker/standins/$1 unless an image tagged with the hash of its inputs exists,
 # and sets STANDIN to its name. Extra tar arguments add to the build context.
 build_standin() {
     local name=$1 dir="$ROOT/docker/standins/$1" tag hash t out
     shift
-    hash=$( { docker image inspect -f '{{.Id}}' "$BASE_TAG"; printf '%s\n' "$@";
-              tar -C "$dir" --sort=name --mtime=@0 --owner=0 --group=0 -cf - .; } | sha256sum | cut -c1-12)
+    hash=$( { docker image inspect -f '{{.Id}}' "$BASE_TAG"; printf '%s\n' "$@"; standin_inputs "$dir"; } \
+            | sha256sum | cut -c1-12)
     tag=login-etl-standin-$name:$hash
     if docker image inspect "$tag" >/dev/null 2>&1; then
         log "stand-in $tag present"
@@ -159,6 +168,12 @@ build_images() {
 }
 
 # ------------------------------------------------------------------------------ 2. up
+# Names the services that are not running and healthy as the ones whose logs to print.
+unhealthy() {
+    FAILED_SERVICE=$(dc ps -a --format '{{.Service}} {{.State}} {{.Health}}' 2>/dev/null \
+        | awk '$2 != "running" || ($3 != "" && $3 != "healthy") { print $1 }' | tr '\n' ' ')
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 compose_up() {
@@ -171,7 +186,7 @@ compose_up() {
     t=$(date +%s)
     PROJECT_UP=1
     log "docker-compose up -d --wait"
-    dc up -d --wait --wait-timeout 240 --no-build || die "docker-compose up -d --wait failed"
+    dc up -d --wait --wait-timeout 150 --no-build || { unhealthy; die "docker-compose up -d --wait failed"; }
     log "up and healthy in $(($(date +%s) - t)) s"
 }
 
@@ -290,7 +305,7 @@ stop_and_restart() {
     ((took < grace)) || die "stop took $took s, not within the ${grace} s grace period"
 
     log "docker-compose up -d --wait (again)"
-    dc up -d --wait --wait-timeout 120 --no-build || die "second docker-compose up failed"
+    dc up -d --wait --wait-timeout 120 --no-build || { unhealthy; die "second docker-compose up failed"; }
     FAILED_SERVICE=""
     # The restarted worker has polled and found nothing: its counters answer and
     # stored nothing; the table holds the same 99 distinct events.
