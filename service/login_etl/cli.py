@@ -15,96 +15,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from login_etl import __version__, ledger, logs
+from login_etl.invocation import EXIT_REFUSED, EXIT_UNAVAILABLE, Context, fail
 from login_etl.masking import Masker, UnmaskError
-from login_etl.queue import Queue, QueueError, dlq_url_for, make_client, redrive
-from login_etl.settings import ConfigError, Settings
-from login_etl.store import Bounds, Store, StoreError
-
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 1
-EXIT_REFUSED = 1  # unmask: the token does not open with the configured keys
-
-
-def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
-    click.echo(f"login-etl: error: {message}", err=True)
-    sys.exit(code)
-
-
-class Context:
-    """Settings read once per invocation; clients built only when a command needs them."""
-
-    def __init__(self, overrides: dict[str, str | None]) -> None:
-        self._overrides = overrides
-        self._settings: Settings | None = None
-        self._client: Any = None
-
-    @property
-    def settings(self) -> Settings:
-        """Read and checked once, when a command first needs them: `<command> --help` and
-        `keygen` must work while the environment is wrong (keygen is how one fixes it)."""
-        if self._settings is None:
-            try:
-                self._settings = Settings.from_env().with_overrides(**self._overrides)
-            except ConfigError as exc:
-                fail(str(exc))
-            logs.configure(self._settings.log_format, self._settings.log_level)
-        return self._settings
-
-    @settings.setter
-    def settings(self, value: Settings) -> None:
-        self._settings = value
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = make_client(self.settings)
-        return self._client
-
-    def source(self, sealer: Masker | None = None) -> Queue:
-        """The source queue; with a sealer it honours sealed ledger ids of redriven copies."""
-        return Queue(self.client, self.settings.queue_url, "source", sealer)
-
-    def dlq(self, sealer: Masker | None = None) -> Queue:
-        """The DLQ; with a sealer its hand-offs carry their origin (for an exact redrive)."""
-        url = dlq_url_for(self.client, self.settings.queue_url, self.settings.dlq_url)
-        return Queue(self.client, url, "dlq", sealer)
-
-    def store(self) -> Store:
-        settings = self.settings
-        store = Store(settings.database_url, pool_size=settings.db_pool_size, bounds=Bounds(
-            statement_ms=settings.statement_timeout_ms, lock_ms=settings.lock_timeout_ms,
-            idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms))
-        try:
-            store.open()
-        except StoreError as exc:
-            fail(str(exc), EXIT_UNAVAILABLE)
-        return store
-
-    def masker(self) -> Masker:
-        return Masker(self.settings.masking_keys or (self.settings.writing_key,),
-                      self.settings.masking_mode)
-
-    def checked_queues(self, sealer: Masker | None = None) -> tuple[Queue, Queue]:
-        """The source queue and its DLQ, both known to exist (else one line and an exit)."""
-        source, dlq = self.source(sealer), self.dlq(sealer)
-        self.check_queue(source)
-        self.check_queue(dlq)
-        return source, dlq
-
-    def check_queue(self, queue: Queue) -> None:
-        try:
-            queue.depth()
-        except QueueError as exc:
-            code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
-            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
-                fail(f"queue does not exist: {queue.url}")
-            fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
-
+from login_etl.queue import QueueError
+from login_etl.redrive import redrive
+from login_etl.settings import ConfigError
+from login_etl.store import StoreError
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -177,7 +98,8 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
 
     def on_signal(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():  # a second signal: leave now; held messages return after their timeout
+        # A second signal means leave now: held messages return after their visibility timeout.
+        if stop.is_set():
             logs.get("login_etl.cli").warning("forced_exit", signal=name)
             os._exit(130)
         logs.get("login_etl.cli").info("signal_received", signal=name)
@@ -252,7 +174,8 @@ def status(obj: Context, limit: int, watch: bool, interval: float,
                 time.sleep(interval)
                 live.update(render_rich(page.snapshot(), console.width), refresh=True)
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how --watch ends: the last view stays on screen, exit 0
+        # Ctrl-C is how --watch ends: the last view stays on screen and the exit is 0.
+        pass
     finally:
         store.close()
 
@@ -299,7 +222,8 @@ def read_events(path: Path | None) -> Iterator[str]:
     try:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        text = raw.decode("utf-8-sig")  # a byte-order mark is not part of the first event
+        # A byte-order mark is not part of the first event.
+        text = raw.decode("utf-8-sig")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         fail(f"{path}: not UTF-8 JSON (or a broken .gz): {type(exc).__name__}")
     if not text.strip():
@@ -410,7 +334,8 @@ def dlq_redrive(obj: Context, limit: int | None) -> None:
     Moves at most what the DLQ holds when it starts (a message still bad comes straight back).
     Needs the masking key: each copy carries a sealed ledger id so it is stored at most once.
     """
-    masker = obj.masker()  # a ConfigError (no key) is one line and exit 2 in main()
+    # Without a key this raises ConfigError, which main() turns into one line and exit 2.
+    masker = obj.masker()
     source, dead = obj.checked_queues(masker)
     interrupted = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: interrupted.set())
@@ -436,7 +361,8 @@ def main() -> None:
         cli(standalone_mode=True)
     except ConfigError as exc:
         fail(str(exc))
-    except (StoreError, QueueError) as exc:  # after start-up checks: one line, not a traceback
+    # A dependency failing after the start-up checks is one line too, not a traceback.
+    except (StoreError, QueueError) as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
 
 

@@ -78,10 +78,11 @@ def _unb64(text: str) -> bytes:
 def _hmac_states(key: bytes) -> tuple[Any, Any]:
     """HMAC-SHA256's inner and outer hash states after the padded key (RFC 2104).
 
-    Copying them per value gives the same digest as hmac.digest at a third of its cost
-    (OpenSSL 3 re-fetches the algorithm and re-keys on every hmac.digest call).
+    Copying them per value gives the same digest as hmac.digest for less work: OpenSSL 3
+    re-fetches the algorithm and re-keys on every hmac.digest call.
     """
-    block = key.ljust(64, b"\0")  # the subkeys are 32 bytes, under SHA-256's 64-byte block
+    # The subkeys are 32 bytes, under SHA-256's 64-byte block, so padding is all they need.
+    block = key.ljust(64, b"\0")
     return (hashlib.sha256(bytes(b ^ 0x36 for b in block)),
             hashlib.sha256(bytes(b ^ 0x5C for b in block)))
 
@@ -131,7 +132,8 @@ class Masker:
             inner.update(data)
             outer = outer.copy()
             outer.update(inner.digest())
-            digest = outer.digest()  # == hmac.digest(self._hmac_keys[field], data, "sha256")
+            # The same digest as hmac.digest(self._hmac_keys[field], data, "sha256").
+            digest = outer.digest()
         else:
             if siv_token_length(self.key_id, len(data)) > TOKEN_MAX:
                 raise TokenTooLong(f"the siv token of this {field} would exceed {TOKEN_MAX} characters")
@@ -203,7 +205,8 @@ def normalise_ip(text: str) -> str | None:
     """One canonical spelling per address (IPv4-mapped IPv6 becomes IPv4); None if not an ip."""
     text = text.strip()
     if _CANONICAL_IPV4.fullmatch(text):
-        return text  # already what str(ipaddress.ip_address(text)) gives, at a tenth of the cost
+        # Already what str(ipaddress.ip_address(text)) gives, without building the address.
+        return text
     return parse_ip(text)
 
 
@@ -214,8 +217,8 @@ def parse_ip(text: str) -> str | None:
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
-        # a zone id is refused first: "::ffff:1.2.3.4%eth0" is no more an address than
-        # "fe80::1%eth0", whatever it maps to
+        # A zone id is refused first: "::ffff:1.2.3.4%eth0" is no more an address than
+        # "fe80::1%eth0", whatever it maps to.
         if address.scope_id is not None:
             return None
         if address.ipv4_mapped is not None:
@@ -233,11 +236,12 @@ class VersionError(ValueError):
 def encode_version(text: str) -> int:
     """major*1_000_000 + minor*1_000 + patch: order-preserving, so "2.3.0" != "23.0".
 
-    Cached: a fleet runs a few hundred versions at most, and a hit costs a tenth of the regex.
+    Cached: a fleet runs a few hundred versions at most, and a hit is cheaper than the regex.
     A version string is not personal data; what raises is not cached.
     """
     match = _SHORT_VERSION.fullmatch(text)
-    if match:  # the usual shape, decided by one regex; anything else takes the general path
+    # The usual shape is decided by one regex; anything else takes the general path.
+    if match:
         major, minor, patch = match.groups(default="0")
         return int(major) * 1_000_000 + int(minor) * 1_000 + int(patch)
     parts = text.split(".")

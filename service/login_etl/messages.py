@@ -35,7 +35,9 @@ class Received:
     body: str
     sent_timestamp_ms: int
     receive_count: int = 1
-    origin: str | None = None  # on a DLQ message: the ledger id it was rejected under (sealed)
+    # On a DLQ message: the ledger id it was rejected under (sealed), so a redrive of any of
+    # its copies files it under that one id.
+    origin: str | None = None
     # Ledger days (days since 1970-01-01, UTC) carried by sealed marks: on a redriven copy the
     # day of the message it stands for; on a DLQ hand-off the day its origin was filed under.
     redrive_day: int | None = None
@@ -52,9 +54,8 @@ class Received:
 class LoginEvent(NamedTuple):
     """A row for user_logins, already masked: from here on no raw PII exists.
 
-    A NamedTuple, not a frozen dataclass: built once per message on the hot path, where its
-    construction costs a quarter of a frozen dataclass's (0.3 vs 1.2 µs). Build it with
-    login_event(), which also encodes `line`.
+    A NamedTuple, not a frozen dataclass: built once per message on the hot path, where a
+    tuple is much cheaper to construct. Build it with login_event(), which also encodes `line`.
     """
 
     message_id: str
@@ -67,7 +68,7 @@ class LoginEvent(NamedTuple):
     create_date: date
     # The row as one line of COPY text format, in the column order of store._COPY. Encoded
     # where the event is parsed (a poller), so the settler, whose Python time sits between
-    # Postgres round trips, only joins lines (DB stage: 48,000-54,000 -> 68,000-74,000 rows/s).
+    # Postgres round trips and delays every commit, only joins lines.
     line: str
 
     def row(self) -> tuple[Any, ...]:
@@ -138,7 +139,8 @@ def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = Fal
     if "\x00" in value:
         raise _Bad(f"nul_character:{name}")
     if not value.isascii():
-        try:  # JSON may carry a lone surrogate ("\ud800"): neither maskable nor storable as UTF-8
+        # JSON may carry a lone surrogate ("\ud800"): neither maskable nor storable as UTF-8.
+        try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise _Bad(f"invalid_unicode:{name}") from None
@@ -146,7 +148,7 @@ def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = Fal
 
 
 def load_json(body: str) -> Any:
-    """json.loads's outcome, via orjson (4x faster) where both agree.
+    """json.loads's outcome, via the much faster orjson where both agree.
 
     orjson is tried first; whatever it refuses (NaN/Infinity, out-of-range numbers, lone
     surrogates, any syntax error) goes to json.loads, which decides as before. Where orjson

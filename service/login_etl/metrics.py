@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-MESSAGES = Counter(
-    "login_etl_messages", "Messages by final outcome", ["outcome"]
-)  # outcome: stored | rejected | duplicate
+# outcome: stored | rejected | duplicate.
+MESSAGES = Counter("login_etl_messages", "Messages by final outcome", ["outcome"])
 REJECTIONS = Counter("login_etl_rejections", "Rejected messages by reason code", ["reason"])
+# attribute: login_etl_origin | login_etl_redrive_of (our names only, whatever a producer sets).
 UNVERIFIED_MARKS = Counter(
     "login_etl_unverified_marks",
     "Attributes named like our sealed ledger ids that did not verify (ignored)", ["attribute"],
-)  # attribute: login_etl_origin | login_etl_redrive_of
+)
 RETRIES = Counter("login_etl_retries", "Retried I/O calls by operation", ["operation"])
 IO_ERRORS = Counter(
     "login_etl_io_errors", "I/O calls that failed after their retries, by operation", ["operation"]
@@ -33,12 +33,12 @@ SQS_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 21),
 )
 IN_FLIGHT = Gauge("login_etl_in_flight_messages", "Messages received and not yet settled")
-QUEUE_DEPTH = Gauge(
-    "login_etl_queue_messages", "Approximate queue depth", ["queue", "state"]
-)  # queue: source | dlq; state: visible | in_flight | delayed
+# queue: source | dlq; state: visible | in_flight | delayed.
+QUEUE_DEPTH = Gauge("login_etl_queue_messages", "Approximate queue depth", ["queue", "state"])
 LAST_COMMIT = Gauge(
     "login_etl_last_commit_timestamp_seconds", "Unix time of the last successful commit"
 )
+# dependency: postgres | sqs.
 DEPENDENCY_UP = Gauge(
     "login_etl_dependency_up", "1 if the dependency answered its last check", ["dependency"]
-)  # dependency: postgres | sqs
+)

@@ -6,7 +6,6 @@ returned to the caller, never silently dropped (the peers only log them).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections import deque
@@ -22,7 +21,8 @@ from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.choose import check_ca_bundle, lean_client
 
 T = TypeVar("T")
-MAX_BATCH = 10  # SQS allows at most 10 messages per receive and per batch call
+# SQS allows at most 10 messages per receive and per batch call.
+MAX_BATCH = 10
 # SQS refuses a batch request over 1 MiB (bodies and attributes, see entry_bytes) as a whole;
 # the margin keeps the usual group clear of that refusal and of a server that counts a little
 # differently.
@@ -43,8 +43,9 @@ class QueueError(RuntimeError):
     """A queue call failed for good (after its retries); carries a value-free description."""
 
     # A batch call that failed part way: the entries the queue confirmed before it failed
-    # (send_rejections: message ids), so a retry does not send them again.
-    delivered: list[str] = []  # noqa: RUF012 - replaced per instance, never mutated
+    # (send_rejections: message ids), so a retry does not send them again. The class-level
+    # list is only a default: each failure gets its own, and none is ever mutated.
+    delivered: list[str] = []  # noqa: RUF012
 
     @property
     def retryable(self) -> bool:
@@ -68,7 +69,7 @@ class Depth:
 def make_client(settings: Settings, *, pool: int | None = None) -> Any:
     """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
 
-    The lean JSON-protocol client (login_etl.sqs: a quarter of boto3's CPU per call) unless
+    The lean JSON-protocol client (login_etl.sqs: a fraction of boto3's CPU per call) unless
     the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
     or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
     """
@@ -76,9 +77,11 @@ def make_client(settings: Settings, *, pool: int | None = None) -> Any:
 
     try:
         return _make_client(settings, pool or settings.pollers + 4)
-    except PartialCredentialsError as exc:  # e.g. a key id without its secret: configuration
+    # A key id without its secret, say: the configuration is wrong, no retry can help.
+    except PartialCredentialsError as exc:
         raise ConfigError(f"AWS credentials: {exc}") from None
-    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+    # botocore's "Invalid endpoint: ..." for an endpoint URL it cannot use.
+    except ValueError as exc:
         raise ConfigError(f"SQS endpoint (AWS_ENDPOINT_URL or the queue URL): {exc}") from None
 
 
@@ -87,7 +90,9 @@ def _make_client(settings: Settings, pool: int) -> Any:
     if lean is not None:
         return lean
     check_ca_bundle(settings)
-    import boto3  # only here: its import (s3transfer and all) costs a noticeable start-up
+    # Imported only here: boto3 (s3transfer and all) costs a noticeable start-up, and the
+    # lean client does not need it.
+    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -313,7 +318,7 @@ class Queue:
                      "source_message_id": {"DataType": "String", "StringValue": m.message_id}}
             if self.sealer:
                 attrs[ORIGIN_ATTRIBUTE] = {"DataType": "String",
-                                           "StringValue": self.sealer.seal(_dated(m.message_id,
+                                           "StringValue": self.sealer.seal(dated(m.message_id,
                                                                                   m.day))}
             return attrs
 
@@ -326,10 +331,11 @@ class Queue:
         return [rejected[i][0].message_id for i in failed]
 
     def _attributes(self, *names: str) -> dict[str, str]:
+        # SQS leaves "Attributes" out when none of the names asked for is set.
         return self._call(
             "get_queue_attributes", "queue_attributes", self.client.get_queue_attributes,
             AttributeNames=list(names),
-        ).get("Attributes") or {}  # SQS leaves "Attributes" out when none of them is set
+        ).get("Attributes") or {}
 
     def depth(self) -> Depth:
         attributes = self._attributes("ApproximateNumberOfMessages",
@@ -398,15 +404,7 @@ def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
     return queue_url.rstrip("/") + "-dlq"
 
 
-@dataclass(frozen=True)
-class Redriven:
-    moved: int
-    # Left in the DLQ: the source queue refused their copy for good (a body near SQS's size
-    # limit has no room for the redrive mark).
-    refused: int = 0
-
-
-def _dated(ledger_id: str, day: int) -> str:
+def dated(ledger_id: str, day: int) -> str:
     """A sealed ledger id with its ledger day: `<id>|<day>`."""
     return f"{ledger_id}|{day}"
 
@@ -419,65 +417,3 @@ def _with_day(sealed: str | None) -> tuple[str | None, int | None]:
     if sep and ledger_id and day.isascii() and day.isdigit() and len(day) <= 7:
         return ledger_id, int(day)
     return sealed, None
-
-
-def _redrive_id(m: Received) -> str:
-    """The ledger id and day a redriven copy is filed under, sealed with it.
-
-    A worker's hand-off: `redrive:<origin>` on the origin's day, so every DLQ copy of one
-    reject agrees (a seal without a day: the DLQ copy's own). A message SQS moved itself: its
-    own id and SentTimestamp day, which SQS keeps, so a stored one stays a duplicate.
-    """
-    if m.origin:
-        return _dated(f"redrive:{m.origin}", m.origin_day if m.origin_day is not None else m.day)
-    return _dated(m.message_id, m.day)
-
-
-def redrive(dlq: Queue, source: Queue, limit: int | None = None,
-            progress: Callable[[int], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> Redriven:
-    """Move DLQ messages back to the source, 10 at a time: send first, then delete.
-
-    Each copy carries a sealed ledger id: `redrive:<origin>` for a worker's hand-off (so two
-    DLQ copies of one reject still make one row), the DLQ message id for one SQS moved there
-    itself (its original id, so a message already stored stays a duplicate). Interrupting
-    between send and delete can only send a copy twice, which the ledger absorbs. Without a
-    limit it moves at most what the DLQ held at the start: a message that is still bad comes
-    straight back and must not be moved round in circles. A message whose copy the source
-    refuses stays in the DLQ, visible again when the redrive ends.
-    """
-    if dlq.sealer is None:
-        raise ValueError("redrive needs the masking key to seal ledger ids")
-    if limit is None:
-        limit = dlq.depth().visible
-    moved = empty = 0
-    refused: list[Received] = []
-    try:
-        while moved + len(refused) < limit and empty < 2 and not (stop and stop()):
-            batch = dlq.receive(wait_seconds=1, visibility_timeout=60,
-                                max_messages=min(MAX_BATCH, limit - moved - len(refused)))
-            if not batch:
-                empty += 1
-                continue
-            empty = 0
-            failed = set(source.send_messages(
-                [m.body for m in batch],
-                [{REDRIVE_ATTRIBUTE: {
-                    "DataType": "String",
-                    "StringValue": dlq.sealer.seal(_redrive_id(m)),
-                }} for m in batch]))
-            refused += [m for i, m in enumerate(batch) if i in failed]
-            copied = [m for i, m in enumerate(batch) if i not in failed]
-            # Copied but still in the DLQ: say so, do not count them as moved.
-            if left := dlq.delete(copied):
-                raise QueueError(f"{len(left)} DLQ messages were copied to the source queue but "
-                                 "could not be deleted; they will be redriven again (the ledger "
-                                 "stores each once)")
-            moved += len(copied)
-            if progress:
-                progress(moved)
-    finally:
-        if refused:
-            with contextlib.suppress(QueueError):
-                dlq.change_visibility(refused, 0)
-    return Redriven(moved, len(refused))

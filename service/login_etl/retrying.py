@@ -38,7 +38,8 @@ T = TypeVar("T")
 _RETRYABLE_SQS_CODES = frozenset({
     "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
     "ThrottlingException", "Throttling", "RequestTimeout", "SlowDown",
-    "KmsThrottled", "KMS.ThrottlingException",  # the latter: KmsThrottled in query mode
+    # KMS.ThrottlingException is how the query protocol spells KmsThrottled.
+    "KmsThrottled", "KMS.ThrottlingException",
     "AWS.SimpleQueueService.ServiceUnavailable",
 })
 
@@ -106,7 +107,7 @@ def call(operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run fn under the policy of this operation.
 
     The first attempt runs before any tenacity object exists: nearly every call succeeds at
-    once, and building and running a Retrying costs ~50 us, a sixth of a lean SQS call. A
+    once, and building and running a Retrying costs a sizeable part of a lean SQS call. A
     failed first attempt is handed to the policy as its own first attempt, so the predicate,
     the number of attempts, the waits and the retry count are the policy's (its delay bound
     starts after that first attempt).

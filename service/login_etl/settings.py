@@ -45,10 +45,10 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     masking_keys: tuple[MaskingKey, ...] = ()
     masking_mode: str = "hmac"
-    # Tuned by benchmarks/run.py: on LocalStack neither moves throughput or CPU beyond noise
-    # (the queue is the limit); a 100 ms window took p99 sent->commit at 500 msg/s from
-    # 0.7-1.3 s to 0.6-0.7 s. 500 caps a transaction at high rates; 4 pollers (and settlers)
-    # keep a real SQS endpoint's round trips overlapped.
+    # Throughput does not decide these (the queue is the limit), latency does: a short window
+    # keeps the time from send to commit low at moderate rates, 500 caps a transaction at high
+    # rates, and 4 pollers (and settlers) keep a real SQS endpoint's round trips overlapped.
+    # docs/performance.md ("Why the defaults") has the measurements.
     batch_size: int = 500
     batch_window_ms: int = 100
     pollers: int = 4
@@ -69,7 +69,8 @@ class Settings:
     # queue URL (see the properties), also when --queue-url replaces it.
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
-    sqs_client: str = "lean"  # "boto3": the plain boto3 client instead of login_etl.sqs
+    # "boto3": the plain boto3 client instead of login_etl.sqs.
+    sqs_client: str = "lean"
 
     @property
     def region(self) -> str:
@@ -118,7 +119,8 @@ class Settings:
             raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
         if self.masking_mode not in ("hmac", "siv"):
             raise ConfigError(f"{PREFIX}MASKING_MODE must be 'hmac' or 'siv', got {self.masking_mode!r}")
-        try:  # the message would repeat the string, password included: not shown
+        # psycopg's message would repeat the string, password included: it is not shown.
+        try:
             conninfo_to_dict(self.database_url)
         except psycopg.ProgrammingError:
             raise ConfigError(f"{PREFIX}DATABASE_URL is not a PostgreSQL URL or connection "
@@ -261,7 +263,8 @@ def _read_keys(env: Mapping[str, str]) -> tuple[MaskingKey, ...]:
             if not entry:
                 continue
             key_id, sep, secret = entry.partition(":")
-            if not sep or key_id == "base64":  # a bare secret: hex, or base64:<data>
+            # A bare secret: hex, or base64:<data>; its id is derived from the key.
+            if not sep or key_id == "base64":
                 where = f"{PREFIX}MASKING_KEYS entry {position}"
                 parsed = parse_secret(entry, where)
                 key_id = derived_key_id(parsed)

@@ -41,7 +41,7 @@ log = logs.get("login_etl.worker")
 POLLER_GRACE_SECONDS = 2.0
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms). The
 # settlers and pollers wake from socket waits many times per batch, and each wake would wait
-# out a parsing thread's 5 ms slice (benchmarks/run.py measures the DB stage both ways).
+# out a parsing thread's whole slice; docs/performance.md has the DB stage at both intervals.
 GIL_SWITCH_SECONDS = 0.0002
 
 

@@ -10,7 +10,8 @@ import pytest
 from login_etl import ledger
 from login_etl.masking import Masker
 from login_etl.messages import Received
-from login_etl.queue import _redrive_id, _with_day
+from login_etl.queue import _with_day
+from login_etl.redrive import _redrive_id
 from login_etl.settings import MaskingKey
 
 DAY_MS = 86_400_000

@@ -387,7 +387,7 @@ class RedriveSource:
 def test_redrive_fails_loudly_when_the_dlq_keeps_what_was_copied() -> None:
     """Copies went to the source, but one original is still in the DLQ: "moved 2" would be
     wrong (it will be redriven again; the ledger stores it once), so the command fails."""
-    from login_etl.queue import redrive
+    from login_etl.redrive import redrive
 
     source = RedriveSource()
     with pytest.raises(QueueError, match="could not be deleted"):

@@ -1,14 +1,15 @@
 """SQS over its JSON protocol on keep-alive connections: the worker's hot path, lean.
 
-Why not boto3 for these calls: a boto3 SQS call costs about 3 ms of CPU on the benchmark
-machine (event hooks, endpoint rules, shape walking, a SigV4 signer built on email-style
-headers), and against LocalStack every call also opens a new TCP connection: it answers
+Why not boto3 for these calls: a boto3 SQS call costs several times this client's CPU
+(event hooks, endpoint rules, shape walking, a SigV4 signer built on email-style headers),
+and against LocalStack every call also opens a new TCP connection: it answers
 `Connection: close` unless the client asks for keep-alive (localstack#6557). Per message,
-that was most of the worker's CPU. This client sends the same request (the JSON body and
-headers the boto3 serializer sends, signed with SigV4, the signing key cached for the day)
-on pooled keep-alive connections, and reports failures as the same botocore exceptions
-(ClientError with the parsed error; EndpointConnectionError, ConnectTimeoutError,
-ReadTimeoutError, ConnectionClosedError), so retrying.py's policies apply unchanged.
+that would be most of the worker's CPU (docs/performance.md has the figures). This client
+sends the same request (the JSON body and headers the boto3 serializer sends, signed with
+SigV4, the signing key cached for the day) on pooled keep-alive connections, and reports
+failures as the same botocore exceptions (ClientError with the parsed error;
+EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError), so
+retrying.py's policies apply unchanged.
 
 Credentials come from botocore's own provider chain (environment, profile, SSO, web
 identity, container, IMDS) and are refreshed by it. Only the operations Queue uses exist

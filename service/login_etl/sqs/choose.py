@@ -32,8 +32,8 @@ def lean_client(settings: Settings, pool: int) -> SqsClient | None:
         return None
     env = os.environ
     if _environment_decides(env):
-        # The chain's first provider answers from the environment; no session (and no 0.2 s
-        # of botocore imports at every start) is needed to know it.
+        # The chain's first provider answers from the environment; no session (and none of
+        # botocore's imports, a noticeable part of every start) is needed to know it.
         credentials: Any = _EnvironmentCredentials(
             env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
             env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None)

@@ -38,8 +38,9 @@ class SqsClient:
                  ca_bundle: str | None = None) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         context = None
-        if urlsplit(self.endpoint_url).scheme == "https":  # lowercased: "HTTPS://" is TLS too
-            # botocore takes a directory as a CA path as well as a file
+        # urlsplit lowercases the scheme: "HTTPS://" is TLS too.
+        if urlsplit(self.endpoint_url).scheme == "https":
+            # botocore takes a directory as a CA path as well as a file.
             where = {"capath" if ca_bundle and os.path.isdir(ca_bundle) else "cafile": ca_bundle}
             context = ssl.create_default_context(**where)
         self._connections = Connections(self.endpoint_url + "/", pool, connect_timeout,
@@ -136,7 +137,8 @@ class SqsClient:
         try:
             parsed = self._error_parser.parse(
                 {"status_code": status, "headers": headers, "body": data}, None)
-        except Exception:  # JSON but not an object: what botocore gives for a non-JSON body
+        # JSON but not an object: answer what botocore gives for a body that is not JSON.
+        except Exception:
             parsed = {"Error": {"Code": str(status), "Message": "unreadable error response"},
                       "ResponseMetadata": {"HTTPStatusCode": status}}
         return ClientError(parsed, operation)

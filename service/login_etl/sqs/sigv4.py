@@ -24,11 +24,13 @@ class Signer:
     """
 
     def __init__(self, credentials: Any, region: str, host: str, service: str = "sqs") -> None:
-        self.credentials = credentials  # botocore Credentials (refreshable) or None
+        # botocore Credentials (refreshable: read at every request) or None.
+        self.credentials = credentials
         self.region = region
         self.host = host
         self.service = service
-        self._key: tuple[str, str, bytes] | None = None  # (secret, date, signing key)
+        # (secret, date, signing key): derived again only when the secret or the day changes.
+        self._key: tuple[str, str, bytes] | None = None
 
     def headers(self, target: str, body: bytes, now: dt.datetime | None = None) -> dict[str, str]:
         if self.credentials is None:

@@ -1,0 +1,99 @@
+"""What every command needs: settings read once, clients built on first use, one-line failures.
+
+A command's failure is one line on stderr and an exit code, never a traceback: configuration
+errors exit 2, an unreachable or refusing dependency exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from login_etl import logs
+from login_etl.masking import Masker
+from login_etl.queue import Queue, QueueError, dlq_url_for, make_client
+from login_etl.settings import ConfigError, Settings
+from login_etl.store import Bounds, Store, StoreError
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 1
+# unmask: the token does not open with the configured keys.
+EXIT_REFUSED = 1
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    click.echo(f"login-etl: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    """Settings read once per invocation; clients built only when a command needs them."""
+
+    def __init__(self, overrides: dict[str, str | None]) -> None:
+        self._overrides = overrides
+        self._settings: Settings | None = None
+        self._client: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        """Read and checked once, when a command first needs them: `<command> --help` and
+        `keygen` must work while the environment is wrong (keygen is how one fixes it)."""
+        if self._settings is None:
+            try:
+                self._settings = Settings.from_env().with_overrides(**self._overrides)
+            except ConfigError as exc:
+                fail(str(exc))
+            logs.configure(self._settings.log_format, self._settings.log_level)
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self._settings = value
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    def source(self, sealer: Masker | None = None) -> Queue:
+        """The source queue; with a sealer it honours sealed ledger ids of redriven copies."""
+        return Queue(self.client, self.settings.queue_url, "source", sealer)
+
+    def dlq(self, sealer: Masker | None = None) -> Queue:
+        """The DLQ; with a sealer its hand-offs carry their origin (for an exact redrive)."""
+        url = dlq_url_for(self.client, self.settings.queue_url, self.settings.dlq_url)
+        return Queue(self.client, url, "dlq", sealer)
+
+    def store(self) -> Store:
+        settings = self.settings
+        store = Store(settings.database_url, pool_size=settings.db_pool_size, bounds=Bounds(
+            statement_ms=settings.statement_timeout_ms, lock_ms=settings.lock_timeout_ms,
+            idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms))
+        try:
+            store.open()
+        except StoreError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        return store
+
+    def masker(self) -> Masker:
+        return Masker(self.settings.masking_keys or (self.settings.writing_key,),
+                      self.settings.masking_mode)
+
+    def checked_queues(self, sealer: Masker | None = None) -> tuple[Queue, Queue]:
+        """The source queue and its DLQ, both known to exist (else one line and an exit)."""
+        source, dlq = self.source(sealer), self.dlq(sealer)
+        self.check_queue(source)
+        self.check_queue(dlq)
+        return source, dlq
+
+    def check_queue(self, queue: Queue) -> None:
+        try:
+            queue.depth()
+        except QueueError as exc:
+            code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                fail(f"queue does not exist: {queue.url}")
+            fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
