@@ -7,13 +7,13 @@ errors exit 2, an unreachable or refusing dependency exits 1.
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from login_etl import logs
 from login_etl.masking import Masker
-from login_etl.queue import Queue, QueueError, dlq_url_for, make_client
+from login_etl.queue import Queue, QueueError, SqsApi, dlq_url_for, make_client
 from login_etl.settings import ConfigError, Settings
 from login_etl.store import Bounds, Store, StoreError
 
@@ -34,7 +34,7 @@ class Context:
     def __init__(self, overrides: dict[str, str | None]) -> None:
         self._overrides = overrides
         self._settings: Settings | None = None
-        self._client: Any = None
+        self._client: SqsApi | None = None
 
     @property
     def settings(self) -> Settings:
@@ -53,7 +53,7 @@ class Context:
         self._settings = value
 
     @property
-    def client(self) -> Any:
+    def client(self) -> SqsApi:
         if self._client is None:
             self._client = make_client(self.settings)
         return self._client

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from login_etl import metrics, retrying
@@ -37,6 +37,31 @@ _CONTENT_REFUSALS = ("BatchRequestTooLong", "MessageTooLong", "RequestEntityTooL
 # Unsealed or foreign values are ignored: any producer can set attributes.
 ORIGIN_ATTRIBUTE = "login_etl_origin"
 REDRIVE_ATTRIBUTE = "login_etl_redrive_of"
+
+
+class SqsApi(Protocol):
+    """The five SQS calls a Queue makes, with the parameters it passes: what a client must have.
+
+    login_etl.sqs.SqsClient and a boto3 SQS client both fit. Answers are the SQS API's JSON
+    objects (boto3's shapes); failures raise botocore's exceptions, which retrying.py classifies
+    and Queue turns into QueueError, so nothing of botocore passes this module.
+    """
+
+    def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
+                        VisibilityTimeout: int, MessageSystemAttributeNames: list[str],
+                        MessageAttributeNames: list[str]) -> dict[str, Any]: ...
+
+    def delete_message_batch(self, *, QueueUrl: str,
+                             Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def change_message_visibility_batch(self, *, QueueUrl: str,
+                                        Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def send_message_batch(self, *, QueueUrl: str,
+                           Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def get_queue_attributes(self, *, QueueUrl: str,
+                             AttributeNames: list[str]) -> dict[str, Any]: ...
 
 
 class QueueError(RuntimeError):
@@ -66,7 +91,7 @@ class Depth:
     delayed: int
 
 
-def make_client(settings: Settings, *, pool: int | None = None) -> Any:
+def make_client(settings: Settings, *, pool: int | None = None) -> SqsApi:
     """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
 
     The lean JSON-protocol client (login_etl.sqs: a fraction of boto3's CPU per call) unless
@@ -85,7 +110,7 @@ def make_client(settings: Settings, *, pool: int | None = None) -> Any:
         raise ConfigError(f"SQS endpoint (AWS_ENDPOINT_URL or the queue URL): {exc}") from None
 
 
-def _make_client(settings: Settings, pool: int) -> Any:
+def _make_client(settings: Settings, pool: int) -> SqsApi:
     lean = lean_client(settings, pool)
     if lean is not None:
         return lean
@@ -143,7 +168,7 @@ def _groups(entries: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]
 class Queue:
     """One queue URL on one client."""
 
-    def __init__(self, client: Any, url: str, label: str = "source",
+    def __init__(self, client: SqsApi, url: str, label: str = "source",
                  sealer: Masker | None = None) -> None:
         self.client = client
         self.url = url
@@ -383,7 +408,7 @@ def _refused_for_size(exc: BaseException) -> bool:
     return status == 413 or _code_refuses_content(code)
 
 
-def dlq_url_for(client: Any, queue_url: str, configured: str | None) -> str:
+def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:
     """The configured DLQ, else the queue's RedrivePolicy target, else `<queue>-dlq`.
 
     The URL is built on the source queue's own scheme and host (account and name from the
