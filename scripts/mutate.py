@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "service" / "login_etl"
 BUILD = ROOT / "build" / "mutate"
 EQUIVALENTS = ROOT / "tests" / "mutation" / "equivalents.txt"
-MODULES = ("messages", "masking", "retrying", "settings", "pipeline")
+MODULES = ("messages", "masking", "retrying", "settings", "pipeline", "pgerrors")
 # mutmut's exit codes of a test run against a mutant: a failing test (1, 3) or a hang kills it.
 KILLED = {1, 3, 24, -24, 36, 152, 255}
 

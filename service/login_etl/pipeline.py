@@ -12,13 +12,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from login_etl import logs, metrics, retrying
+from login_etl import logs, metrics
 from login_etl.messages import LoginEvent, Received, Rejection
 from login_etl.queue import Queue, QueueError
-from login_etl.store import Store, StoreError, is_data_error
+from login_etl.store import RowRefused, Store, Transaction
 
 Parsed = LoginEvent | Rejection
 # Reasons (rejections metric) of rejects left in the source queue.
@@ -32,7 +29,8 @@ Item = tuple[Received, Parsed]
 class Outcome:
     stored: int = 0
     duplicates: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
+    # (message id, reason), the reason being a rejections label.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
     not_deleted: list[str] = field(default_factory=list)
     # Rejects left in the source queue, (message id, why): the DLQ refused them for good, or
     # not even their ledger entry could be written. SQS's RedrivePolicy moves them in the end.
@@ -95,16 +93,10 @@ class Pipeline:
         return outcome
 
     def _commit(self, items: Sequence[Item]) -> Outcome:
-        """Commit with retries; a row the database refuses is isolated by halving the batch."""
+        """Commit; a row the database refuses is isolated by halving the batch."""
         try:
-            return retrying.call("commit", self._write, items)
-        except (psycopg.Error, PoolTimeout, UnicodeError) as exc:
-            if not is_data_error(exc):
-                metrics.IO_ERRORS.labels("commit").inc()
-                retryable = retrying.db_retryable(exc)
-                raise StoreError(
-                    f"database {'unavailable' if retryable else 'refused the batch'}: "
-                    f"{retrying.describe(exc)}", retryable=retryable) from exc
+            return self._write(items)
+        except RowRefused as refusal:
             if len(items) > 1:
                 half = len(items) // 2
                 return self._commit(items[:half]).merge(self._commit(items[half:]))
@@ -113,55 +105,57 @@ class Pipeline:
                 # Not even its ledger entry can be written (no such id should exist): leave it
                 # in the queue, where the RedrivePolicy moves it to the DLQ in the end.
                 return Outcome(left_in_queue=[(received.message_id, LEDGER_REFUSED)])
-            reason = f"db_rejected:{_sqlstate(exc)}"
+            reason = f"db_rejected:{refusal.sqlstate}"
             return self._commit([(received, Rejection(parsed.message_id, reason))])
 
     def _write(self, items: Sequence[Item]) -> Outcome:
-        outcome = Outcome()
-        with self.store.transaction() as tx:
-            new_ids = tx.claim([
-                (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected",
-                 received.day)
-                for received, p in items
-            ])
-            tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])
-            fresh_rejects = [(received, p.reason) for received, p in items
-                             if isinstance(p, Rejection) and p.message_id in new_ids]
-            with self._lock:
-                unsent = [(m, r) for m, r in fresh_rejects if m.message_id not in self._handed_off]
-            refused: list[str] = []
-            if unsent:
-                # Inside the transaction: if the hand-off fails, the ledger rows roll back and
-                # the messages stay in the source queue. A crash after it and before COMMIT can
-                # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
-                try:
-                    refused = self.dlq.send_rejections(unsent)
-                except QueueError as exc:  # part of them may be in the DLQ already
-                    with self._lock:
-                        self._handed_off.update(exc.delivered)
-                    raise
-                with self._lock:  # only what the DLQ took: a refused one must be sent again;
-                    # recorded at once, so a failure below does not send them a second time
-                    self._handed_off.update(m.message_id for m, _ in unsent
-                                            if m.message_id not in refused)
-                tx.unclaim(refused)  # left in the source: SQS's RedrivePolicy takes them later
-            fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
+        """One transaction of the batch (retried by the store while the database is out)."""
+        new_ids, fresh_rejects, refused = self.store.write(
+            lambda tx: self._in_transaction(tx, items))
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
-        outcome.left_in_queue = [(message_id, DLQ_REFUSED) for message_id in refused]
-        outcome.stored = sum(1 for _, p in items
-                             if isinstance(p, LoginEvent) and p.message_id in new_ids)
-        outcome.rejected = [(r.message_id, reason) for r, reason in fresh_rejects]
-        outcome.duplicates = len(items) - len(new_ids)
-        return outcome
+        return Outcome(
+            stored=sum(1 for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids),
+            duplicates=len(items) - len(new_ids),
+            rejected=[(r.message_id, reason) for r, reason in fresh_rejects],
+            left_in_queue=[(message_id, DLQ_REFUSED) for message_id in refused],
+        )
 
-
-def _sqlstate(exc: BaseException) -> str:
-    """The reason suffix: the server's SQLSTATE; `encoding` for text the driver could not
-    encode for the connection (no SQLSTATE: the server never saw it)."""
-    if isinstance(exc, UnicodeError):
-        return "encoding"
-    return getattr(exc, "sqlstate", None) or "unknown"
+    def _in_transaction(self, tx: Transaction, items: Sequence[Item]
+                        ) -> tuple[set[str], list[tuple[Received, str]], list[str]]:
+        """Claim, insert and hand off: the ids new to the ledger, the rejects the DLQ took
+        and the ids of those it refused."""
+        new_ids = tx.claim([
+            (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected",
+             received.day)
+            for received, p in items
+        ])
+        tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])
+        fresh_rejects = [(received, p.reason) for received, p in items
+                         if isinstance(p, Rejection) and p.message_id in new_ids]
+        with self._lock:
+            unsent = [(m, r) for m, r in fresh_rejects if m.message_id not in self._handed_off]
+        refused: list[str] = []
+        if unsent:
+            # Inside the transaction: if the hand-off fails, the ledger rows roll back and
+            # the messages stay in the source queue. A crash after it and before COMMIT can
+            # only repeat the hand-off (the DLQ copy carries its origin), never lose it.
+            try:
+                refused = self.dlq.send_rejections(unsent)
+            # Part of them may be in the DLQ already: a retry must not send those again.
+            except QueueError as exc:
+                with self._lock:
+                    self._handed_off.update(exc.delivered)
+                raise
+            # Only what the DLQ took: a refused one must be sent again. Recorded at once, so
+            # a failure below does not send them a second time.
+            with self._lock:
+                self._handed_off.update(m.message_id for m, _ in unsent
+                                        if m.message_id not in refused)
+            # Left in the source queue: SQS's RedrivePolicy moves them in the end.
+            tx.unclaim(refused)
+        fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
+        return new_ids, fresh_rejects, refused
 
 
 def _unique(items: Sequence[Item]) -> list[Item]:

@@ -12,19 +12,19 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from login_etl import ledger, metrics, retrying
-from login_etl.messages import LoginEvent, copy_value
+from login_etl.messages import COLUMNS, LoginEvent, copy_value
+from login_etl.pgerrors import DB_ERRORS, RowRefused, StoreError, translated
 
-COLUMNS = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
-           "create_date")
-
+T = TypeVar("T")
+# The table as it exists in production, its columns in the order of messages.COLUMNS.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_logins(
   user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
@@ -38,15 +38,17 @@ _CLAIM = (
     " ON CONFLICT DO NOTHING RETURNING coalesce(id::text, text_id)"
 )
 _LEGACY_KNOWN = "SELECT message_id FROM login_etl_ledger_legacy WHERE message_id = ANY(%s)"
-# The column order of LoginEvent.line (messages.login_event).
-_COPY = ("COPY user_logins (user_id, device_type, locale, masked_ip, masked_device_id,"
-         " app_version, create_date) FROM STDIN")
+# The rows' lines (LoginEvent.line) hold the columns in this order.
+_COPY = f"COPY user_logins ({', '.join(COLUMNS)}) FROM STDIN"
 _COPY_LEDGER = "COPY login_etl_ledger (id, text_id, day, rejected) FROM STDIN"
 # SQS message ids as SQS writes them: these go to the uuid column (16 bytes), and read back as
 # the same text; anything else (a redriven copy's "redrive:..." id) to text_id.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TAIL_PAGES = 8  # heap pages latest_rows reads (~500 rows of user_logins)
-_SCHEMA_LOCK = 0x10_61_E7_1  # advisory lock id: replicas starting together create tables once
+# Heap pages latest_rows reads first (about 500 rows of user_logins): the latest rows
+# without a scan of the whole table.
+_TAIL_PAGES = 8
+# Advisory lock id, so that replicas starting together create the tables once.
+_SCHEMA_LOCK = 0x10_61_E7_1
 
 
 # Startup parameters PgBouncer passes on (it refuses `options`): the statement bounds are set
@@ -98,27 +100,13 @@ def _reconnect_now(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
-class StoreError(RuntimeError):
-    """The database refused or could not be reached after retries; value-free description."""
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable  # False: no wait heals it (missing table, no permission)
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Class 22 (data exception) and 23 (constraint violation): a row, not the database, is bad.
-    So is text the driver cannot encode for the connection (UnicodeError, no SQLSTATE)."""
-    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
-                      | UnicodeError)
-
-
 class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2,
                  bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
         self._bounds_sql = self.bounds.sql()
-        # Whether an unpartitioned ledger from before is still consulted by claims.
+        # Whether claims also consult login_etl_ledger_legacy, the unpartitioned ledger an
+        # earlier schema kept (ledger.py), until no id it holds can be redelivered.
         self.legacy = False
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
@@ -214,11 +202,33 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """BEGIN ... COMMIT on one pooled connection; an exception rolls back."""
+        """BEGIN ... COMMIT on one pooled connection; an exception rolls back. One attempt,
+        psycopg's errors as they are: write() is the way in that retries and translates."""
         started = time.perf_counter()
         with self.bounded() as conn:
             yield Transaction(conn, self)
         metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
+
+    def write(self, work: Callable[[Transaction], T]) -> T:
+        """work(tx) in one transaction, attempted again under the commit policy while the
+        database is unavailable; its result once committed.
+
+        Raises RowRefused when the database refuses a row of it (not retried: the same rows
+        would be refused again) and StoreError when it failed the transaction otherwise.
+        Whatever else work raises (the DLQ hand-off's QueueError) rolls back and passes
+        through unchanged.
+        """
+        def attempt() -> T:
+            with self.transaction() as tx:
+                return work(tx)
+
+        try:
+            return retrying.call("commit", attempt)
+        except DB_ERRORS as exc:
+            error = translated(exc)
+            if not isinstance(error, RowRefused):
+                metrics.IO_ERRORS.labels("commit").inc()
+            raise error from exc
 
     def ping(self) -> bool:
         try:
@@ -284,7 +294,8 @@ class Store:
             rows = conn.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM user_logins WHERE ctid >= %s::tid"
                 " ORDER BY ctid DESC LIMIT %s", (start, limit)).fetchall()
-            if len(rows) < limit:  # sparse tail (after deletes): fall back to the full order
+            # A sparse tail (rows deleted at the end of the heap): read in full ctid order.
+            if len(rows) < limit:
                 rows = conn.execute(
                     f"SELECT {', '.join(COLUMNS)} FROM user_logins ORDER BY ctid DESC LIMIT %s",
                     (limit,),
@@ -368,8 +379,8 @@ class Transaction:
             rows = [r for r in rows if r[0] not in found]
             if not rows:
                 return set()
-        # Fast path: COPY the ids, in a savepoint. Redeliveries are rare, and COPY costs half
-        # of INSERT .. ON CONFLICT per id; a known id makes it fail as a whole (unique
+        # Fast path: COPY the ids, in a savepoint. Redeliveries are rare, and COPY is cheaper
+        # per id than INSERT .. ON CONFLICT; a known id makes it fail as a whole (unique
         # violation), which undoes only the savepoint, and the claim is made row by row below.
         try:
             days = _iso_days(rows)

@@ -13,7 +13,15 @@ from datetime import date
 import pytest
 
 from login_etl.masking import Masker
-from login_etl.messages import LoginEvent, Received, Rejection, copy_value, login_event, parse
+from login_etl.messages import (
+    COLUMNS,
+    LoginEvent,
+    Received,
+    Rejection,
+    copy_value,
+    login_event,
+    parse,
+)
 from login_etl.settings import MaskingKey
 
 KEY = MaskingKey("kat1", bytes(range(32)))
@@ -55,7 +63,7 @@ def test_null_is_backslash_n_and_differs_from_every_text() -> None:
 def test_the_line_of_an_event(value: str, text: str) -> None:
     event = login_event("m-1", value, value, IP_TOKEN, DEVICE_TOKEN, value, 2_003_000,
                         date(2023, 11, 14))
-    assert event.line == (f"{text}\t{text}\t{text}\t{IP_TOKEN}\t{DEVICE_TOKEN}\t2003000\t"
+    assert event.line == (f"{text}\t{text}\t{IP_TOKEN}\t{DEVICE_TOKEN}\t{text}\t2003000\t"
                           "2023-11-14\n")
     assert event.row() == (value, value, IP_TOKEN, DEVICE_TOKEN, value, 2_003_000, date(2023, 11, 14))
     assert event.message_id == "m-1"
@@ -63,7 +71,7 @@ def test_the_line_of_an_event(value: str, text: str) -> None:
 
 def test_the_line_with_a_null_locale() -> None:
     event = login_event("m-2", "u", "ios", IP_TOKEN, DEVICE_TOKEN, None, 0, date(1970, 1, 1))
-    assert event.line == f"u\tios\t\\N\t{IP_TOKEN}\t{DEVICE_TOKEN}\t0\t1970-01-01\n"
+    assert event.line == f"u\tios\t{IP_TOKEN}\t{DEVICE_TOKEN}\t\\N\t0\t1970-01-01\n"
     assert event.locale is None
 
 
@@ -74,7 +82,7 @@ def test_a_parsed_message_carries_the_same_line(value: str, text: str) -> None:
             "ip": "192.0.2.1", "device_id": "593-47-5928", "app_version": "2.3.0"}
     event = parse(Received("m-3", "rh", json.dumps(body), 1_700_000_000_000), Masker([KEY]))
     assert isinstance(event, LoginEvent)
-    assert event.line == (f"u{text}\td{text}\tl{text}\t{IP_TOKEN}\t{DEVICE_TOKEN}\t2003000\t"
+    assert event.line == (f"u{text}\td{text}\t{IP_TOKEN}\t{DEVICE_TOKEN}\tl{text}\t2003000\t"
                           "2023-11-14\n")
 
 
@@ -85,7 +93,7 @@ def test_a_blank_locale_is_kept_as_it_came(locale: str) -> None:
             "device_id": "593-47-5928", "app_version": "1"}
     event = parse(Received("m-4", "rh", json.dumps(body), 0), Masker([KEY]))
     assert isinstance(event, LoginEvent) and event.locale == locale
-    assert event.line.split("\t")[2] == copy_value(locale)
+    assert event.line.split("\t")[COLUMNS.index("locale")] == copy_value(locale)
     assert event.app_version == 1_000_000 and event.create_date == date(1970, 1, 1)
 
 

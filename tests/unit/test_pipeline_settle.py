@@ -23,7 +23,7 @@ from login_etl import pipeline as pipeline_module
 from login_etl.messages import LoginEvent, Received, Rejection, login_event
 from login_etl.pipeline import DLQ_REFUSED, Item, Outcome, Pipeline
 from login_etl.queue import QueueError
-from login_etl.store import StoreError
+from login_etl.store import Store, StoreError
 
 Calls = list[tuple[str, Any]]
 
@@ -57,7 +57,13 @@ class FakeTransaction:
 
 
 class FakeStore:
-    """Rows and ledger entries become visible at COMMIT; an exception rolls the lot back."""
+    """Rows and ledger entries become visible at COMMIT; an exception rolls the lot back.
+
+    write() is the real Store.write over the fake transaction: its retries and its
+    translation of psycopg's errors are the product's.
+    """
+
+    write = Store.write
 
     def __init__(self, calls: Calls) -> None:
         self.calls = calls
