@@ -95,6 +95,17 @@ def partitions(conn: psycopg.Connection[Any]) -> set[int]:
     return days
 
 
+def detached(conn: psycopg.Connection[Any]) -> list[str]:
+    """Day tables no longer (or not yet) attached: detached for dropping, or left by a run
+    that stopped between detach and drop. A table being built is attached in the transaction
+    that creates it, so it is never seen here."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND c.relname ~ '^login_etl_ledger_p[0-9]{8}$'"
+        " AND n.nspname = current_schema() AND NOT c.relispartition").fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
 def create_schema(conn: psycopg.Connection[Any], days: range) -> None:
     """The partitioned ledger and the given days, from nothing or from the unpartitioned
     table of before (renamed, kept for lookups: a rename is instant at any size)."""

@@ -254,10 +254,18 @@ class Store:
                     ledger.add_partition(conn, day)
         dropped = 0
         for day in ledger.droppable(have, today, keep_days):
+            # Detached first (a catalog change under a brief lock on the ledger), then dropped
+            # on its own: freeing the files of a big day then holds no lock writers wait on.
             with self.bounded() as conn:
                 ledger.ddl_lock(conn)
-                conn.execute(f"DROP TABLE IF EXISTS {ledger.partition_name(day)}")
+                conn.execute(f"ALTER TABLE {ledger.TABLE} DETACH PARTITION"
+                             f" {ledger.partition_name(day)}")
             dropped += 1
+        with self.bounded() as conn:
+            detached = ledger.detached(conn)
+        for name in detached:
+            with self.bounded() as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {name}")
         with self.bounded() as conn:
             deleted = conn.execute(f"DELETE FROM {ledger.DEFAULT} WHERE day < %s",
                                    (ledger.cutoff(today, keep_days),)).rowcount

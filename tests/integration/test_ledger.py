@@ -255,3 +255,41 @@ def test_a_reject_handed_off_carries_its_day_to_the_dlq(stack: Stack) -> None:
     assert origin == copy["MessageAttributes"]["source_message_id"]["StringValue"]
     filed = stack.query("SELECT day FROM login_etl_ledger WHERE id = %s AND rejected", (origin,))
     assert [str(r[0]) for r in filed] == [ledger.from_epoch_day(int(day)).isoformat()]
+
+
+def test_a_day_detached_but_not_dropped_is_dropped_by_the_next_run(store: Store,
+                                                                   database: str) -> None:
+    """A day is detached, then dropped in a second transaction; a run that stopped between
+    the two leaves a table the next run finishes."""
+    today = ledger.today()
+    name = ledger.partition_name(today - 3)
+    _query(database, f"ALTER TABLE login_etl_ledger DETACH PARTITION {name}")
+    assert _query(database, "SELECT to_regclass(%s)::text", (name,)) == [(name,)]
+    store.maintain_ledger(keep_days=3)
+    assert _query(database, "SELECT to_regclass(%s)::text", (name,)) == [(None,)]
+    with store.bounded() as conn:
+        assert today - 2 in ledger.partitions(conn) and today in ledger.partitions(conn)
+
+
+def test_a_role_without_create_runs_when_days_ahead_are_missing(stack: Stack) -> None:
+    """The days ahead were not made (no worker with CREATE ran for days): the schema check
+    lets a role without CREATE run, its ids go to the default partition, still deduplicated."""
+    stack.cli("init-db")
+    today = ledger.today()
+    for day in range(today, today + ledger.AHEAD_DAYS + 1):
+        stack.query(f"DROP TABLE {ledger.partition_name(day)}")
+    stack.query("DROP ROLE IF EXISTS etl_nocreate_test; CREATE ROLE etl_nocreate_test LOGIN;"
+                "GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO"
+                " etl_nocreate_test; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    try:
+        stack.send(unique_bodies(20, prefix="nocreate"))
+        url = stack.database_url.replace("postgres@", "etl_nocreate_test@")
+        env = stack.env(LOGIN_ETL_DATABASE_URL=url)
+        stack.cli("run", "--keep-messages", "--until-empty", env=env)
+        wait_until(lambda: stack.depth()["visible"] == 20, 10, what="kept messages released")
+        stack.cli("run", "--until-empty", env=env)
+        assert stack.count_rows() == 20 and stack.duplicate_rows() == 0
+        where = _where(stack.database_url)
+        assert {p for p, _ in where.values()} == {ledger.DEFAULT}
+    finally:
+        stack.query("DROP OWNED BY etl_nocreate_test; DROP ROLE etl_nocreate_test")
