@@ -9,7 +9,9 @@ and after (day partitions, uuid ids, pruned by dropping a day), side by side in 
              ledger claim + COPY of the rows + COMMIT; the backend's own utime+stime from /proc
              (this machine's server), divided by the rows
   prune      time to forget N ids past the retention: before, the chunked DELETE of 50,000 at a
-             time the worker ran hourly; after, the DROP of the day partition holding them.
+             time the worker ran hourly; after, the worker's maintain_ledger detaching and
+             dropping the day partition holding them, while a thread keeps claiming ids (the
+             longest of those claims is how long the prune held writers up).
              The ids are made with generate_series in SQL (fast at 10 million)
 
 Each scenario runs on its own fresh database, dropped afterwards.
@@ -22,6 +24,7 @@ import contextlib
 import os
 import secrets
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +46,8 @@ OLD_PRUNE = ("DELETE FROM login_etl_ledger WHERE ctid = ANY(ARRAY("
              " SELECT ctid FROM login_etl_ledger"
              " WHERE processed_at < now() - make_interval(days => %s) LIMIT %s))")
 BATCH = 500
+# Longest single claim while the prune of n ids ran (after), by n.
+LONGEST_CLAIM: dict[int, float] = {}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -193,15 +198,36 @@ def prune_after(n: int) -> float:
                          (ledger.from_epoch_day(day), n))
             conn.execute("VACUUM ANALYZE login_etl_ledger")
         store = Store(url, pool_size=1)
+        writer = Store(url, pool_size=1)
         store.open()
+        writer.open()
+        waits: list[float] = []
+        done = threading.Event()
+
+        def claims() -> None:
+            """A settler claiming today's ids meanwhile: how long can the prune hold it up?"""
+            while not done.is_set():
+                began = time.perf_counter()
+                with writer.transaction() as tx:
+                    tx.claim([(str(uuid.uuid4()), "stored", ledger.today())])
+                waits.append(time.perf_counter() - began)
+
+        thread = threading.Thread(target=claims, daemon=True)
+        thread.start()
         try:
+            time.sleep(0.5)
             started = time.perf_counter()
             dropped, _ = store.maintain_ledger(keep_days=2)
             seconds = time.perf_counter() - started
+            time.sleep(0.2)
         finally:
+            done.set()
+            thread.join(10)
             store.close()
+            writer.close()
         if dropped != 1:
             raise RuntimeError(f"after: {dropped} days dropped, expected 1")
+        LONGEST_CLAIM[n] = max(waits)
         return seconds
 
 
@@ -219,7 +245,8 @@ def main() -> int:
         print(f"pruning {n:,} ids ...", file=sys.stderr)
         before, after = prune_before(n), prune_after(n)
         prunes.append((n, before, after))
-        print(f"  {n:>12,} ids: before {before:8.2f} s   after {after:6.3f} s", file=sys.stderr)
+        print(f"  {n:>12,} ids: before {before:8.2f} s   after {after:6.3f} s (longest claim"
+              f" meanwhile {LONGEST_CLAIM[n] * 1000:.0f} ms)", file=sys.stderr)
     b, a = figures["before"], figures["after"]
     print()
     print(f"{'':<44}{'before':>12}{'after':>12}{'target':>10}")
@@ -232,6 +259,8 @@ def main() -> int:
           f"{a['row_bytes']:>12.1f}")
     for n, before, after in prunes:
         print(f"{f'prune {n:,} ids (s)':<44}{before:>12.2f}{after:>12.3f}")
+        print(f"{'  longest claim during it, after (ms)':<44}{'':>12}"
+              f"{LONGEST_CLAIM[n] * 1000:>12.0f}")
     return 0
 
 

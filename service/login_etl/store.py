@@ -139,6 +139,8 @@ class Store:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection without Bounds (for tools and tests); the store's own
+        statements all run in bounded()."""
         with self.pool.connection() as conn:
             yield conn
 
