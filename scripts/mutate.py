@@ -18,6 +18,7 @@ import ast
 import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,9 +122,19 @@ def score(module: str, max_children: int, equivalents: list[Equivalent]) -> tupl
     print(f"mutating {module} (log: {log.relative_to(ROOT)}) ...", flush=True)
     env = {**os.environ, "HYPOTHESIS_PROFILE": "mutate"}
     with log.open("w") as out:
-        rc = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children",
-                              str(max_children)], cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                             env=env)
+        child = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children",
+                                  str(max_children)], cwd=workdir, stdout=out,
+                                 stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                rc = child.wait(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                # mutmut's own progress is a spinner in the log: its latest count, once a minute
+                counts = re.findall(r"(\d+)/(\d+) ", log.read_text(errors="replace")[-2000:])
+                if counts:
+                    print(f"  {module}: {counts[-1][0]}/{counts[-1][1]} mutants run, "
+                          f"{time.monotonic() - started:.0f} s", flush=True)
     meta_path = workdir / "mutants" / "src" / "login_etl" / f"{module}.py.meta"
     if rc != 0 or not meta_path.exists():
         print(f"  mutmut failed on {module} (exit {rc}); the end of {log}:")
