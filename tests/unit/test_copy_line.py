@@ -129,3 +129,13 @@ def test_siv_length_check_counts_utf8_bytes_of_the_trimmed_device_id(device_id: 
         assert result == Rejection("m-6", outcome)
     # hmac tokens have one length whatever the value
     assert isinstance(parse(Received("m-6", "rh", json.dumps(body), 0), Masker([KEY])), LoginEvent)
+
+
+def test_the_columns_are_the_tables_in_its_order() -> None:
+    """COPY names these columns and the line carries its values in this order: the existing
+    user_logins table decides it."""
+    assert COLUMNS == ("user_id", "device_type", "masked_ip", "masked_device_id", "locale",
+                       "app_version", "create_date")
+    event = login_event("m-9", "u", "ios", IP_TOKEN, DEVICE_TOKEN, "DE", 7, date(2024, 2, 29))
+    assert event.row() == tuple(getattr(event, c) for c in COLUMNS)
+    assert event.line[:-1].split("\t") == [str(v) for v in event.row()]
