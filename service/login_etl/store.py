@@ -121,6 +121,9 @@ class Store:
         PoolTimeout)."""
         try:
             retrying.call("connect", self._probe, wait_seconds)
+        except _RefusedForGood as refused:
+            raise StoreError(f"cannot connect to the database: {_why_not(refused.error)}",
+                             retryable=False) from refused.error
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the database: {_why_not(exc)}") from exc
         self.pool.open()
@@ -131,7 +134,13 @@ class Store:
 
     def _probe(self, wait_seconds: float) -> None:
         timeout = max(1, int(wait_seconds / 3))
-        psycopg.connect(self.pool.conninfo, connect_timeout=timeout, **CONNECTION_KWARGS).close()
+        try:
+            psycopg.connect(self.pool.conninfo, connect_timeout=timeout,
+                            **CONNECTION_KWARGS).close()
+        except psycopg.OperationalError as exc:
+            if _refused_for_good(exc):
+                raise _RefusedForGood(exc) from exc
+            raise
 
     def close(self, timeout: float = 1.0) -> None:
         """Short: at shutdown the bound matters more than a tidy goodbye to a stuck server."""
@@ -343,6 +352,25 @@ _FAILURES = (
 # What a server (PostgreSQL or a pooler) sent back, as libpq quotes it after the attempt:
 # '... port 6432 failed: FATAL:  unsupported startup parameter: options'.
 _SERVER_SAID = re.compile(r" failed: (?:FATAL|ERROR|PANIC):  ([^\n]{1,300})")
+
+
+# Refusals the server sends that no wait heals: retrying them only delays the one line that
+# says what is wrong. Matched in the server's own words, after "FATAL:".
+_FOR_GOOD = re.compile(r"FATAL:  (?:password authentication failed|no pg_hba\.conf entry"
+                       r"|(?:role|database) \"[^\n]*\" does not exist"
+                       r"|unsupported startup parameter)")
+
+
+class _RefusedForGood(Exception):
+    """Not a psycopg error, so the connect policy does not retry it."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def _refused_for_good(exc: psycopg.OperationalError) -> bool:
+    return _FOR_GOOD.search(str(exc)) is not None
 
 
 def _why_not(exc: psycopg.Error) -> str:

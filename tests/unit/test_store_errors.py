@@ -132,3 +132,49 @@ def test_what_the_work_raises_otherwise_passes_through_unchanged() -> None:
         store.write(work)
     assert info.value is error and store.attempts == 1
     assert io_errors() == before
+
+
+SERVER_REFUSALS = [
+    ('FATAL:  password authentication failed for user "etl"', "password authentication failed"),
+    ('FATAL:  database "nope" does not exist', "the database does not exist"),
+    ('FATAL:  role "nope" does not exist', "the role does not exist"),
+    ('FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "etl"',
+     "refused by the server's pg_hba.conf"),
+    ("FATAL:  unsupported startup parameter: options", "the server said: unsupported"),
+]
+
+
+@pytest.mark.parametrize(("said", "reported"), SERVER_REFUSALS)
+def test_a_refusal_no_wait_heals_is_not_retried_at_connect(
+        monkeypatch: pytest.MonkeyPatch, said: str, reported: str) -> None:
+    attempts: list[str] = []
+
+    def connect(*_args: object, **_kwargs: object) -> None:
+        attempts.append("connect")
+        raise psycopg.OperationalError(
+            f'connection failed: connection to server at "127.0.0.1", port 5432 failed: {said}')
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    with pytest.raises(StoreError) as caught:
+        Store("postgresql://etl@127.0.0.1:5432/etl").open(wait_seconds=3)
+    assert attempts == ["connect"]
+    assert caught.value.retryable is False
+    assert reported in str(caught.value)
+
+
+def test_a_refused_connection_is_retried_at_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str] = []
+
+    def connect(*_args: object, **_kwargs: object) -> None:
+        attempts.append("connect")
+        raise psycopg.OperationalError(
+            'connection failed: connection to server at "127.0.0.1", port 5432 failed:'
+            " Connection refused")
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda _seconds: None)
+    with pytest.raises(StoreError) as caught:
+        Store("postgresql://etl@127.0.0.1:5432/etl").open(wait_seconds=3)
+    assert len(attempts) == 5
+    assert caught.value.retryable is True
+    assert "connection refused" in str(caught.value)
