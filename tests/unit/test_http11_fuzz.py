@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from login_etl import retrying
 from login_etl.sqs.client import SqsClient
+from tests.unit.fakeserver import read_request, serve_forever
 
 MAX_EXAMPLES = 400
 # Mutations after which HTTP allows the call to succeed, and must: the body is framed right.
@@ -75,16 +76,7 @@ class FakeServer:
     def _serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
         dirty = False
-        while True:
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                line = reader.readline()
-                if not line:
-                    return
-                head += line
-            length = next(int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")
-                          if h.lower().startswith(b"content-length:"))
-            reader.read(length)
+        while read_request(reader) is not None:
             with self.lock:
                 index = self.requests
                 self.requests += 1
@@ -114,16 +106,7 @@ def fake() -> Iterator[FakeServer]:
     server = FakeServer()
     listener = socket.create_server(("127.0.0.1", 0))
     server.port = listener.getsockname()[1]
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=server.serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    serve_forever(listener, server.serve)
     yield server
     listener.close()
 

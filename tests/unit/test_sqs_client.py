@@ -10,7 +10,6 @@ import io
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from login_etl.sqs.choose import lean_client
 from login_etl.sqs.client import SqsClient
 from login_etl.sqs.http11 import MAX_BODY_BYTES, MalformedResponse, read_response
 from login_etl.sqs.sigv4 import Signer, host_header
+from tests.unit.fakeserver import read_request, serve_forever
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
 
@@ -193,38 +193,19 @@ def server() -> Iterator[Callable[[Handler], tuple[str, list[int]]]]:
     def start(handler: Handler, close_after: bool = False) -> tuple[str, list[int]]:
         listener = socket.create_server(("127.0.0.1", 0))
         sockets.append(listener)
-        accepted = [0]
 
         def serve(conn: socket.socket) -> None:
             reader = conn.makefile("rb")
             with conn:
-                while True:
-                    head = b""
-                    while not head.endswith(b"\r\n\r\n"):
-                        line = reader.readline()
-                        if not line:
-                            return
-                        head += line
-                    length = int(next(v for k, v in (h.split(b":", 1) for h in
-                                                     head.split(b"\r\n")[1:-2])
-                                      if k.lower() == b"content-length"))
-                    answer = handler(head + reader.read(length))
+                while (request := read_request(reader)) is not None:
+                    answer = handler(request)
                     if answer is None:
                         return
                     conn.sendall(answer)
                     if close_after:
                         return
 
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                accepted[0] += 1
-                threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
+        accepted = serve_forever(listener, serve)
         return f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
 
     yield start
@@ -538,37 +519,18 @@ def test_over_tls_clean_connections_are_kept_and_dirty_ones_dropped(tmp_path: An
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
-    accepted = [0]
     calls = [0]
 
     def serve(raw: socket.socket) -> None:
         with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
             reader = conn.makefile("rb")
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = next(int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")
-                              if h.lower().startswith(b"content-length:"))
-                reader.read(length)
+            while read_request(reader) is not None:
                 calls[0] += 1
                 answer = ok({"n": calls[0], "pad": "x" * pad}) + extra
                 conn.sendall(answer[:8192])
                 conn.sendall(answer[8192:])
 
-    def accept() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            accepted[0] += 1
-            threading.Thread(target=serve, args=(raw,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    accepted = serve_forever(listener, serve)
     try:
         sqs = client(f"https://127.0.0.1:{listener.getsockname()[1]}", ca_bundle=cert)
         for n in (1, 2, 3):
