@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutate import MODULES, load_equivalents
+from mutate import MODULES, load_equivalents, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutate-constants"
@@ -357,13 +357,8 @@ def main() -> int:
         killed_count, total, survivors = score(module, args.jobs)
         for m in survivors:
             print(f"  survived: {m.name}\n    - {m.before}\n    + {m.after}")
-        percent = 100.0 * killed_count / total if total else 100.0
-        lines.append(f"constant mutants {module}: {percent:.0f}% ({killed_count}/{total})")
-        print(lines[-1], flush=True)
-        failed |= percent < args.fail_under
-    if len(lines) > 1:
-        print("\n".join(lines))
-    return 1 if failed else 0
+        failed |= report(lines, f"constant mutants {module}", killed_count, total, args.fail_under)
+    return summary(lines, failed)
 
 
 if __name__ == "__main__":
