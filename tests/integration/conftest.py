@@ -19,6 +19,7 @@ from tests.integration.stack import (
     create_database,
     create_queues,
     drop_database,
+    end,
     free_port,
     sqs_client,
     wait_until,
@@ -57,10 +58,9 @@ def sqs_client_kind(request: pytest.FixtureRequest) -> str | None:
     return getattr(request, "param", None)
 
 
-@pytest.fixture
-def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
-    """A fresh queue pair and a fresh database for one test."""
-    queue_url, dlq_url = create_queues(sqs)
+def _fresh_stack(sqs: Any, endpoint: str, sqs_client_kind: str | None) -> Iterator[Stack]:
+    """A fresh queue pair on that SQS and a fresh database, both dropped afterwards."""
+    queue_url, dlq_url = create_queues(sqs, endpoint=endpoint)
     database_url = create_database()
     extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
     yield Stack(sqs, queue_url, dlq_url, database_url, extra_env=extra)
@@ -68,6 +68,12 @@ def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stac
         with contextlib.suppress(Exception):
             sqs.delete_queue(QueueUrl=url)
     drop_database(database_url)
+
+
+@pytest.fixture
+def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
+    """A fresh queue pair and a fresh database for one test."""
+    yield from _fresh_stack(sqs, ENDPOINT, sqs_client_kind)
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +103,7 @@ def moto_sqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             pytest.fail(f"moto's server exited {process.returncode}: {_tail(log)}")
         yield client
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        end(process)
 
 
 def _tail(path: Path) -> str:
@@ -112,12 +113,4 @@ def _tail(path: Path) -> str:
 @pytest.fixture
 def moto_stack(moto_sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
     """The `stack` fixture on moto instead of LocalStack."""
-    endpoint = moto_sqs.meta.endpoint_url
-    queue_url, dlq_url = create_queues(moto_sqs, endpoint=endpoint)
-    database_url = create_database()
-    extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
-    yield Stack(moto_sqs, queue_url, dlq_url, database_url, extra_env=extra)
-    for url in (queue_url, dlq_url):
-        with contextlib.suppress(Exception):
-            moto_sqs.delete_queue(QueueUrl=url)
-    drop_database(database_url)
+    yield from _fresh_stack(moto_sqs, moto_sqs.meta.endpoint_url, sqs_client_kind)

@@ -197,6 +197,17 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def end(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within timeout: a process a test started
+    never outlives it."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.stack import ROOT, Stack, free_port, sample_bodies, wait_until
+from tests.integration.stack import ROOT, Stack, end, free_port, sample_bodies, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,12 +101,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end(process)
 
 
 def test_real_prometheus_scrapes_the_worker(stack: Stack, prometheus_for: Any,

@@ -29,6 +29,7 @@ import pytest
 from tests.integration.stack import (
     ROOT,
     Stack,
+    end,
     free_port,
     sample_bodies,
     sample_events,
@@ -130,12 +131,7 @@ def worker(stack: Stack, tmp_path: Path) -> Iterator[tuple[Stack, int]]:
         assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         yield stack, port
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        end(process, 30)
 
 
 def test_page_shows_depths_and_masked_rows_of_the_processed_sample(
