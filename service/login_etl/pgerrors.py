@@ -7,6 +7,8 @@ The descriptions carry exception types and SQLSTATEs only, never a value.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from login_etl import retrying
@@ -57,3 +59,67 @@ def translated(exc: BaseException) -> StoreError:
     retryable = retrying.db_retryable(exc)
     return StoreError(f"database {'unavailable' if retryable else 'refused the batch'}: "
                       f"{retrying.describe(exc)}", retryable=retryable)
+
+
+# Why a connection could not be made, in words that never quote the URL.
+
+_REFUSALS = {
+    "28P01": "password authentication failed", "28000": "the role may not log in here",
+    "3D000": "the database does not exist", "42501": "permission denied",
+    "53300": "too many connections", "57P03": "the server is starting up or shutting down",
+}
+# Errors at connection time mostly come without a SQLSTATE: told apart by libpq's wording,
+# which is matched, never shown.
+_FAILURES = (
+    (("password authentication failed",), "password authentication failed"),
+    (("pg_hba.conf",), "refused by the server's pg_hba.conf"),
+    (("database", "does not exist"), "the database does not exist"),
+    (("role", "does not exist"), "the role does not exist"),
+    (("refused",), "connection refused"), (("resolve host",), "host name not found"),
+    (("translate host",), "host name not found"), (("timeout",), "timed out"),
+    (("timed out",), "timed out"), (("ssl",), "TLS negotiation failed"),
+    (("invalid",), "an invalid connection option"),
+)
+
+
+# What a server (PostgreSQL or a pooler) sent back, as libpq quotes it after the attempt:
+# '... port 6432 failed: FATAL:  unsupported startup parameter: options'.
+_SERVER_SAID = re.compile(r" failed: (?:FATAL|ERROR|PANIC):  ([^\n]{1,300})")
+
+
+# Refusals the server sends that no wait heals: retrying them only delays the one line that
+# says what is wrong. Matched in the server's own words, after "FATAL:".
+_FOR_GOOD = re.compile(r"FATAL:  (?:password authentication failed|no pg_hba\.conf entry"
+                       r"|(?:role|database) \"[^\n]*\" does not exist"
+                       r"|unsupported startup parameter)")
+
+
+class RefusedForGood(Exception):
+    """Not a psycopg error, so the connect policy does not retry it."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def refused_for_good(exc: psycopg.OperationalError) -> bool:
+    return _FOR_GOOD.search(str(exc)) is not None
+
+
+def why_not(exc: psycopg.Error) -> str:
+    """The server's own refusal, else a fixed description, never libpq's client-side text:
+    that can quote a mistyped URL, and with it a piece of the password (an unencoded "@" in
+    it makes the rest look like the host). A server never echoes a password."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _REFUSALS:
+        return f"{_REFUSALS[sqlstate]} ({sqlstate})"
+    text = str(exc)
+    said = _SERVER_SAID.findall(text)
+    server = f"the server said: {said[-1].strip()}" if said else None
+    lowered = text.lower()
+    for needles, what in _FAILURES:
+        if all(n in lowered for n in needles):
+            return f"{what} ({server})" if server else what
+    if server:
+        return server
+    return type(exc).__name__

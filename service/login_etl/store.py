@@ -21,7 +21,15 @@ from psycopg_pool import ConnectionPool
 
 from login_etl import ledger, metrics, retrying
 from login_etl.messages import COLUMNS, LoginEvent, copy_value
-from login_etl.pgerrors import DB_ERRORS, RowRefused, StoreError, translated
+from login_etl.pgerrors import (
+    DB_ERRORS,
+    RefusedForGood,
+    RowRefused,
+    StoreError,
+    refused_for_good,
+    translated,
+    why_not,
+)
 
 T = TypeVar("T")
 # The table as it exists in production, its columns in the order of messages.COLUMNS.
@@ -121,11 +129,11 @@ class Store:
         PoolTimeout)."""
         try:
             retrying.call("connect", self._probe, wait_seconds)
-        except _RefusedForGood as refused:
-            raise StoreError(f"cannot connect to the database: {_why_not(refused.error)}",
+        except RefusedForGood as refused:
+            raise StoreError(f"cannot connect to the database: {why_not(refused.error)}",
                              retryable=False) from refused.error
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the database: {_why_not(exc)}") from exc
+            raise StoreError(f"cannot connect to the database: {why_not(exc)}") from exc
         self.pool.open()
         try:
             retrying.call("connect", self.pool.wait, timeout=wait_seconds)
@@ -138,8 +146,8 @@ class Store:
             psycopg.connect(self.pool.conninfo, connect_timeout=timeout,
                             **CONNECTION_KWARGS).close()
         except psycopg.OperationalError as exc:
-            if _refused_for_good(exc):
-                raise _RefusedForGood(exc) from exc
+            if refused_for_good(exc):
+                raise RefusedForGood(exc) from exc
             raise
 
     def close(self, timeout: float = 1.0) -> None:
@@ -328,68 +336,6 @@ class Store:
             conn.execute(f"DROP TABLE IF EXISTS {ledger.LEGACY}")
             self.legacy = False
             return int(rows[0]) if rows else 0
-
-
-_REFUSALS = {
-    "28P01": "password authentication failed", "28000": "the role may not log in here",
-    "3D000": "the database does not exist", "42501": "permission denied",
-    "53300": "too many connections", "57P03": "the server is starting up or shutting down",
-}
-# Errors at connection time mostly come without a SQLSTATE: told apart by libpq's wording,
-# which is matched, never shown.
-_FAILURES = (
-    (("password authentication failed",), "password authentication failed"),
-    (("pg_hba.conf",), "refused by the server's pg_hba.conf"),
-    (("database", "does not exist"), "the database does not exist"),
-    (("role", "does not exist"), "the role does not exist"),
-    (("refused",), "connection refused"), (("resolve host",), "host name not found"),
-    (("translate host",), "host name not found"), (("timeout",), "timed out"),
-    (("timed out",), "timed out"), (("ssl",), "TLS negotiation failed"),
-    (("invalid",), "an invalid connection option"),
-)
-
-
-# What a server (PostgreSQL or a pooler) sent back, as libpq quotes it after the attempt:
-# '... port 6432 failed: FATAL:  unsupported startup parameter: options'.
-_SERVER_SAID = re.compile(r" failed: (?:FATAL|ERROR|PANIC):  ([^\n]{1,300})")
-
-
-# Refusals the server sends that no wait heals: retrying them only delays the one line that
-# says what is wrong. Matched in the server's own words, after "FATAL:".
-_FOR_GOOD = re.compile(r"FATAL:  (?:password authentication failed|no pg_hba\.conf entry"
-                       r"|(?:role|database) \"[^\n]*\" does not exist"
-                       r"|unsupported startup parameter)")
-
-
-class _RefusedForGood(Exception):
-    """Not a psycopg error, so the connect policy does not retry it."""
-
-    def __init__(self, error: psycopg.OperationalError) -> None:
-        super().__init__(type(error).__name__)
-        self.error = error
-
-
-def _refused_for_good(exc: psycopg.OperationalError) -> bool:
-    return _FOR_GOOD.search(str(exc)) is not None
-
-
-def _why_not(exc: psycopg.Error) -> str:
-    """The server's own refusal, else a fixed description, never libpq's client-side text:
-    that can quote a mistyped URL, and with it a piece of the password (an unencoded "@" in
-    it makes the rest look like the host). A server never echoes a password."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate in _REFUSALS:
-        return f"{_REFUSALS[sqlstate]} ({sqlstate})"
-    text = str(exc)
-    said = _SERVER_SAID.findall(text)
-    server = f"the server said: {said[-1].strip()}" if said else None
-    lowered = text.lower()
-    for needles, what in _FAILURES:
-        if all(n in lowered for n in needles):
-            return f"{what} ({server})" if server else what
-    if server:
-        return server
-    return type(exc).__name__
 
 
 class Transaction:
