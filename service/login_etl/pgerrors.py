@@ -98,7 +98,7 @@ class RefusedForGood(Exception):
     """Not a psycopg error, so the connect policy does not retry it."""
 
     def __init__(self, error: psycopg.OperationalError) -> None:
-        super().__init__(type(error).__name__)
+        super().__init__()
         self.error = error
 
 
@@ -110,7 +110,7 @@ def why_not(exc: psycopg.Error) -> str:
     """The server's own refusal, else a fixed description, never libpq's client-side text:
     that can quote a mistyped URL, and with it a piece of the password (an unencoded "@" in
     it makes the rest look like the host). A server never echoes a password."""
-    sqlstate = getattr(exc, "sqlstate", None)
+    sqlstate = exc.sqlstate
     if sqlstate in _REFUSALS:
         return f"{_REFUSALS[sqlstate]} ({sqlstate})"
     text = str(exc)
