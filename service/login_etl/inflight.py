@@ -60,8 +60,10 @@ class InFlight:
         self._held: dict[str, Held] = {}
         self._kept: dict[str, Held] = {}
         self._lock = threading.Lock()
-        # Receives in progress: SQS has hidden their messages, nobody holds them yet.
-        self._receiving = 0
+        self._receive_ended = threading.Condition(self._lock)
+        # Receives in progress (a token each): SQS has hidden their messages, nobody holds them
+        # yet.
+        self._receiving: set[object] = set()
         # Receives that brought messages, ever, and empty ones since the last that did not.
         self._receives = 0
         self._empty_receives = 0
@@ -69,8 +71,9 @@ class InFlight:
     def receive(self, wait: int, visibility: int) -> list[Received]:
         """Receive and hold in one step: `quiet` must never see messages SQS has hidden that
         nobody holds (--until-empty would end and release them unstored)."""
+        token = object()
         with self._lock:
-            self._receiving += 1
+            self._receiving.add(token)
         try:
             received = self.source.receive(wait, visibility)
             with self._lock:
@@ -80,7 +83,8 @@ class InFlight:
             return received
         finally:
             with self._lock:
-                self._receiving -= 1
+                self._receiving.discard(token)
+                self._receive_ended.notify_all()
 
     def hold(self, messages: Sequence[Received]) -> None:
         with self._lock:
@@ -147,14 +151,22 @@ class InFlight:
             return len(self._held)
 
     def quiet(self, pollers: int) -> int | None:
-        """Nothing held or being received, and every poller came back empty: a mark for
-        `still_quiet` (the receives so far), else None."""
+        """Nothing held, and every poller came back empty: a mark for `still_quiet` (the
+        receives so far), else None. Receives in progress are settled by `still_quiet`."""
         with self._lock:
-            if self._held or self._receiving or self._empty_receives < pollers:
+            if self._held or self._empty_receives < pollers:
                 return None
             return self._receives
 
-    def still_quiet(self, mark: int) -> bool:
-        """No receive brought messages since `mark` and none is on its way back."""
+    def still_quiet(self, mark: int, timeout: float) -> bool:
+        """No receive brought messages since `mark`, counting those in progress now, which
+        are waited for (up to `timeout`). Receives that start later only find what was sent
+        after the caller's look at the queue; waiting for a moment with none in progress
+        instead would never come on an endpoint whose calls take as long as the pollers'
+        pause between them."""
         with self._lock:
-            return mark == self._receives and not (self._held or self._receiving)
+            pending = set(self._receiving)
+            if not self._receive_ended.wait_for(
+                    lambda: pending.isdisjoint(self._receiving), timeout):
+                return False
+            return mark == self._receives and not self._held

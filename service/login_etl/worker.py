@@ -39,6 +39,9 @@ log = logs.get("login_etl.worker")
 # shutdown take 20 s. What a poll returns after the process is gone stays invisible until its
 # visibility timeout, then is redelivered (not lost).
 POLLER_GRACE_SECONDS = 2.0
+# --until-empty: how long the end check waits for receives in progress (each a short poll or a
+# 1 s long poll) before trying again on a later tick.
+UNTIL_EMPTY_CONFIRM_SECONDS = 5.0
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms). The
 # settlers and pollers wake from socket waits many times per batch, and each wake would wait
 # out a parsing thread's whole slice; docs/performance.md has the DB stage at both intervals.
@@ -187,4 +190,4 @@ class Worker:
         except Exception:
             # Not knowing is not empty.
             return False
-        return empty and self.inflight.still_quiet(mark)
+        return empty and self.inflight.still_quiet(mark, UNTIL_EMPTY_CONFIRM_SECONDS)
