@@ -53,14 +53,20 @@ def test_the_end_is_seen_while_receives_keep_starting() -> None:
             thread.join()
 
 
-def test_a_receive_in_progress_that_brings_messages_is_not_the_end() -> None:
-    message = Received("m-1", "rh-1", "{}", 0)
+def quiet_after_empty_receives() -> tuple[SlowSource, InFlight, int]:
+    """Four pollers' receives came back empty: the end check's first half is met."""
     source = SlowSource(0.0)
     inflight = InFlight(source)  # type: ignore[arg-type]
     for _ in range(4):
         inflight.receive(0, 30)
     mark = inflight.quiet(4)
     assert mark is not None
+    return source, inflight, mark
+
+
+def test_a_receive_in_progress_that_brings_messages_is_not_the_end() -> None:
+    message = Received("m-1", "rh-1", "{}", 0)
+    source, inflight, mark = quiet_after_empty_receives()
     source.seconds, source.batches = 0.2, [[message]]
     late = threading.Thread(target=inflight.receive, args=(0, 30))
     late.start()
@@ -71,12 +77,7 @@ def test_a_receive_in_progress_that_brings_messages_is_not_the_end() -> None:
 
 
 def test_a_receive_that_outlasts_the_wait_is_not_the_end() -> None:
-    source = SlowSource(0.0)
-    inflight = InFlight(source)  # type: ignore[arg-type]
-    for _ in range(4):
-        inflight.receive(0, 30)
-    mark = inflight.quiet(4)
-    assert mark is not None
+    source, inflight, mark = quiet_after_empty_receives()
     source.seconds = 0.5
     slow = threading.Thread(target=inflight.receive, args=(0, 30))
     slow.start()
