@@ -432,8 +432,10 @@ class Housekeeping(Role):
             try:
                 keep = crew.settings.ledger_retention_days or ledger.keep_days(
                     crew.source.retention_seconds())
-                days, ids = crew.store.maintain_ledger(keep)
-                if days or ids:
-                    log.info("ledger_pruned", days=days, ids=ids, keep_days=keep)
+                done = crew.store.maintain_ledger(keep)
+                if done.days_dropped or done.ids_deleted or done.days_packed:
+                    log.info("ledger_pruned", days=done.days_dropped, ids=done.ids_deleted,
+                             days_packed=done.days_packed, ids_packed=done.ids_packed,
+                             keep_days=keep)
             except Exception as exc:
                 log.warning("ledger_prune_failed", error=type(exc).__name__)

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, TypeVar
 
 import psycopg
@@ -198,8 +199,9 @@ class Store:
     def _schema_ready(self, conn: psycopg.Connection[Any], today: int) -> bool | None:
         """True: nothing to do; None: only days ahead are missing; False: tables missing."""
         row = conn.execute("SELECT to_regclass('user_logins') IS NOT NULL,"
-                           " to_regclass('login_etl_ledger_legacy') IS NOT NULL").fetchone()
-        if not row or not row[0] or ledger.relkind(conn, ledger.TABLE) != "p":
+                           " to_regclass('login_etl_ledger_legacy') IS NOT NULL,"
+                           " to_regclass('login_etl_ledger_packed') IS NOT NULL").fetchone()
+        if not row or not row[0] or not row[2] or ledger.relkind(conn, ledger.TABLE) != "p":
             return False
         self.legacy = bool(row[1])
         have = ledger.partitions(conn)
@@ -257,12 +259,13 @@ class Store:
         except Exception:
             return False
 
-    def maintain_ledger(self, keep_days: int) -> tuple[int, int]:
-        """Create the days ahead, drop the days no message can be redelivered from any more.
+    def maintain_ledger(self, keep_days: int) -> Maintenance:
+        """Create the days ahead, drop the days no message can be redelivered from any more,
+        pack the days that ended an hour ago.
 
-        Returns (days dropped, ids deleted from the default partition). Each step is its own
-        short transaction; a step that cannot get its lock within a second is left for the next
-        run. A dropped day costs the same whatever number of ids it held.
+        Each step is its own short transaction; a step that cannot get its lock within a
+        second is left for the next run. A dropped day costs the same whatever number of ids
+        it held.
         """
         today = ledger.today()
         with self.bounded() as conn:
@@ -271,7 +274,9 @@ class Store:
             for day in range(today, today + ledger.AHEAD_DAYS + 1):
                 if day not in have:
                     ledger.add_partition(conn, day)
-        dropped = 0
+            for day in have - ledger.partitions(conn, ledger.PACKED):
+                ledger.add_packed(conn, day)
+        done = Maintenance()
         for day in ledger.droppable(have, today, keep_days):
             # Detached first (a catalog change under a brief lock on the ledger), then dropped
             # on its own: freeing the files of a big day then holds no lock writers wait on.
@@ -279,15 +284,17 @@ class Store:
                 ledger.ddl_lock(conn)
                 conn.execute(f"ALTER TABLE {ledger.TABLE} DETACH PARTITION"
                              f" {ledger.partition_name(day)}")
-            dropped += 1
+                conn.execute(f"ALTER TABLE {ledger.PACKED} DETACH PARTITION"
+                             f" {ledger.packed_name(day)}")
+            done.days_dropped += 1
         with self.bounded() as conn:
             detached = ledger.detached(conn)
         for name in detached:
             with self.bounded() as conn:
                 conn.execute(f"DROP TABLE IF EXISTS {name}")
         with self.bounded() as conn:
-            deleted = conn.execute(f"DELETE FROM {ledger.DEFAULT} WHERE day < %s",
-                                   (ledger.cutoff(today, keep_days),)).rowcount
+            done.ids_deleted = conn.execute(f"DELETE FROM {ledger.DEFAULT} WHERE day < %s",
+                                            (ledger.cutoff(today, keep_days),)).rowcount
             self.legacy = ledger.relkind(conn, ledger.LEGACY) is not None
         if self.legacy:
             with self.bounded() as conn:
@@ -295,7 +302,19 @@ class Store:
                 if ledger.legacy_expired(conn, keep_days):
                     conn.execute(f"DROP TABLE {ledger.LEGACY}")
                     self.legacy = False
-        return dropped, deleted
+        kept = set(have) - set(ledger.droppable(have, today, keep_days))
+        for day in ledger.packable(kept, time.time()):
+            try:
+                with self.bounded() as conn:
+                    packed = ledger.pack(conn, day)
+            # A claim of that day holds its partition: packed by a later run.
+            except psycopg.errors.LockNotAvailable:
+                continue
+            if packed is None:
+                break
+            done.ids_packed += packed
+            done.days_packed += 1 if packed else 0
+        return done
 
     def count_rows(self) -> int:
         """Exact up to a million rows; beyond that the planner's estimate (a display figure,
@@ -332,10 +351,20 @@ class Store:
     def clear(self) -> int:
         with self.bounded() as conn:
             rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
-            conn.execute("TRUNCATE user_logins, login_etl_ledger")
+            conn.execute(f"TRUNCATE user_logins, {ledger.TABLE}, {ledger.PACKED}")
             conn.execute(f"DROP TABLE IF EXISTS {ledger.LEGACY}")
             self.legacy = False
             return int(rows[0]) if rows else 0
+
+
+@dataclass
+class Maintenance:
+    """What one maintain_ledger run did."""
+
+    days_dropped: int = 0
+    ids_deleted: int = 0
+    days_packed: int = 0
+    ids_packed: int = 0
 
 
 class Transaction:
@@ -374,14 +403,24 @@ class Transaction:
                 for i, r, d in rows])
             with self.conn.transaction(), self.conn.cursor().copy(_COPY_LEDGER) as copy:
                 copy.write(payload)
-            return {i for i, _, _ in rows}
+            claimed = {i for i, _, _ in rows}
         except psycopg.errors.UniqueViolation:
-            pass
-        uuids = [i if _UUID.fullmatch(i) else None for i, _, _ in rows]
-        texts = [None if u else i for u, (i, _, _) in zip(uuids, rows, strict=True)]
-        days_of = [ledger.from_epoch_day(d) for _, _, d in rows]
-        cur = self.conn.execute(_CLAIM, (uuids, texts, days_of, [r for _, r, _ in rows]))
-        return {row[0] for row in cur.fetchall()}
+            uuids, texts, days_of = _split(rows)
+            cur = self.conn.execute(_CLAIM, (uuids, texts, days_of, [r for _, r, _ in rows]))
+            claimed = {row[0] for row in cur.fetchall()}
+        # Ids filed for a day before today may be in its packed rows: looked up only now, after
+        # filing, so that a claim that waited for a packing of that day sees what it packed.
+        late = [r for r in rows if r[2] < today and r[0] in claimed]
+        return claimed - self._packed_before(late) if late else claimed
+
+    def _packed_before(self, rows: list[tuple[str, bool, int]]) -> set[str]:
+        """The ids of rows a packed day holds; their rows just filed are taken back out."""
+        uuids, texts, days_of = _split(rows)
+        known = {r[0] for r in self.conn.execute(ledger.PACKED_KNOWN,
+                                                 (days_of, uuids, texts)).fetchall()}
+        if known:
+            self.unclaim(sorted(known), days=sorted(set(days_of)))
+        return known
 
     def _known_before(self, ids: list[str]) -> set[str]:
         """The ids the legacy ledger holds, while it exists (another replica may drop it)."""
@@ -393,19 +432,30 @@ class Transaction:
                 self.store.legacy = False
             return set()
 
-    def unclaim(self, ids: Sequence[str]) -> None:
-        """Take ids back out of the ledger within this transaction (messages left unsettled)."""
+    def unclaim(self, ids: Sequence[str], days: Sequence[date] | None = None) -> None:
+        """Take ids back out of the ledger within this transaction (messages left unsettled);
+        given their days, only those days' partitions are touched."""
         if ids:
             uuids = [i for i in ids if _UUID.fullmatch(i)]
             texts = [i for i in ids if not _UUID.fullmatch(i)]
-            self.conn.execute("DELETE FROM login_etl_ledger WHERE id = ANY(%s::uuid[])"
-                              " OR text_id = ANY(%s::text[])", (uuids, texts))
+            on_days = "" if days is None else " AND day = ANY(%s::date[])"
+            self.conn.execute("DELETE FROM login_etl_ledger WHERE (id = ANY(%s::uuid[])"
+                              f" OR text_id = ANY(%s::text[])){on_days}",
+                              (uuids, texts) if days is None else (uuids, texts, days))
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         """One COPY of the rows: their lines were encoded when they were parsed."""
         if events:
             with self.conn.cursor().copy(_COPY) as copy:
                 copy.write("".join([e.line for e in events]))
+
+
+def _split(rows: Sequence[tuple[str, bool, int]]
+           ) -> tuple[list[str | None], list[str | None], list[date]]:
+    """A claim's ids as the columns they go to (uuid or text) and their days."""
+    uuids = [i if _UUID.fullmatch(i) else None for i, _, _ in rows]
+    texts = [None if u else i for u, (i, _, _) in zip(uuids, rows, strict=True)]
+    return uuids, texts, [ledger.from_epoch_day(d) for _, _, d in rows]
 
 
 def _iso_days(rows: Sequence[tuple[str, bool, int]]) -> dict[int, str]:

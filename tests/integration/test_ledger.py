@@ -4,6 +4,8 @@ unpartitioned ledger of before migrated by init-db, redeliveries across a day bo
 from __future__ import annotations
 
 import json
+import random
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +72,12 @@ def _where(url: str) -> dict[str, tuple[str, str]]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def _packed(url: str) -> dict[str, int]:
+    """id -> day for every packed id."""
+    rows = _query(url, "SELECT unnest(ids)::text, day FROM login_etl_ledger_packed")
+    return {r[0]: ledger.epoch_day(r[1]) for r in rows}
+
+
 def test_partitions_from_the_retention_back_to_days_ahead(store: Store, database: str) -> None:
     today = ledger.today()
     assert _query(database, "SELECT relkind::text FROM pg_class WHERE relname ="
@@ -124,13 +132,16 @@ def test_days_past_the_retention_are_dropped_whole(store: Store, database: str) 
                   (ancient, "rejected", today - 40)])
     where = _where(database)
     assert where[ancient][0] == ledger.DEFAULT, "a day without a partition goes to the default"
-    assert store.maintain_ledger(keep_days=2) == (1, 1)
-    assert set(_where(database)) == {kept}
+    done = store.maintain_ledger(keep_days=2)
+    assert (done.days_dropped, done.ids_deleted) == (1, 1)
+    assert set(_where(database)) == set(), "the kept day is packed"
+    assert _packed(database) == {kept: today - 2}
     with store.bounded() as conn:
         assert min(ledger.partitions(conn)) == today - 2
     with store.transaction() as tx:
         assert tx.claim([(kept, "stored", today - 2)]) == set(), "a kept day still dedupes"
-    assert store.maintain_ledger(keep_days=2) == (0, 0)
+    done = store.maintain_ledger(keep_days=2)
+    assert (done.days_dropped, done.ids_deleted) == (0, 0)
 
 
 def test_missing_days_ahead_are_created_and_the_default_is_emptied_into_them(
@@ -293,3 +304,88 @@ def test_a_role_without_create_runs_when_days_ahead_are_missing(stack: Stack) ->
         assert {p for p, _ in where.values()} == {ledger.DEFAULT}
     finally:
         stack.query("DROP OWNED BY etl_nocreate_test; DROP ROLE etl_nocreate_test")
+
+
+def test_a_packed_day_still_knows_every_id(store: Store, database: str) -> None:
+    """A day that ended over an hour ago is packed into arrays; every id it held is still a
+    duplicate, a new id of that day is stored once and packed by the next run."""
+    day = ledger.today() - 2
+    ids = [str(uuid.uuid4()) for _ in range(1000)] + ["redrive:" + str(uuid.uuid4())]
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", day) for i in ids]) == set(ids)
+    done = store.maintain_ledger(keep_days=3)
+    assert (done.days_packed, done.ids_packed) == (1, 1001)
+    assert _where(database) == {}, "the day's partition is emptied"
+    counts = _query(database, "SELECT cardinality(ids) FROM login_etl_ledger_packed"
+                              " WHERE day = %s ORDER BY lo", (ledger.from_epoch_day(day),))
+    assert [c for (c,) in counts] == [ledger.PACK_IDS] * 8 + [41]
+    # The text id is packed as the uuid of its md5.
+    assert len(_packed(database)) == 1001
+    fresh = [str(uuid.uuid4()) for _ in range(5)] + ["redrive:" + str(uuid.uuid4())]
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", day) for i in ids]) == set()
+        assert tx.claim([(i, "stored", day) for i in ids[:10] + fresh]) == set(fresh)
+    assert set(_where(database)) == set(fresh), "only the new ids are filed"
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", day) for i in fresh + ids[-3:]]) == set()
+    done = store.maintain_ledger(keep_days=3)
+    assert (done.days_packed, done.ids_packed) == (1, 6)
+    assert _where(database) == {} and len(_packed(database)) == 1007
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", day) for i in ids + fresh]) == set()
+    # Today is never packed: its ids stay rows, found by the unique index alone.
+    now = str(uuid.uuid4())
+    with store.transaction() as tx:
+        tx.claim([(now, "stored", ledger.today())])
+    assert store.maintain_ledger(keep_days=3).days_packed == 0
+    assert set(_where(database)) == {now}
+
+
+def test_claims_racing_packings_store_each_id_once(store: Store, database: str) -> None:
+    """Two claimers take random ids of one old day, repeats included, while the day is packed
+    again and again: every id is reported new exactly once."""
+    day = ledger.today() - 2
+    pool = [str(uuid.uuid4()) for _ in range(3000)]
+    new: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    packings = [0]
+
+    def claimer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(120):
+                batch = rng.sample(pool, 60)
+                # The product's way in: a deadlock between the two claimers (the same ids in
+                # another order) is retried as a whole transaction.
+                new.extend(racing.write(lambda tx, b=batch: tx.claim(  # type: ignore[misc]
+                    [(i, "stored", day) for i in b])))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def packer() -> None:
+        while not stop.is_set():
+            try:
+                packings[0] += racing.maintain_ledger(keep_days=3).days_packed
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    racing = Store(database, pool_size=3)
+    racing.open()
+    try:
+        threads = [threading.Thread(target=claimer, args=(n,)) for n in range(2)]
+        pack_thread = threading.Thread(target=packer)
+        pack_thread.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        stop.set()
+        pack_thread.join(60)
+    finally:
+        racing.close()
+    assert not errors, errors
+    assert packings[0] >= 3, "the day was packed while it was claimed"
+    assert len(new) == len(set(new)), "an id reported new twice"
+    assert set(_where(database)) | set(_packed(database)) == set(new)
