@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from login_etl import ledger
 from login_etl.store import Bounds, Store
 from tests.integration.pgbouncer import PgBouncer
 from tests.integration.stack import (
@@ -211,3 +213,23 @@ def test_a_refusal_at_connect_is_reported_in_the_servers_words(pooled: Stack,
     result = pooled.cli("init-db", env=pooled.env(LOGIN_ETL_DATABASE_URL=unknown), check=False)
     assert result.returncode == 1
     assert "the server said:" in result.stderr and "authentication failed" in result.stderr
+
+
+def test_a_day_is_packed_through_pgbouncer_and_still_knows_its_ids(
+        pooled_store: tuple[Store, str]) -> None:
+    """The packing's bounds and locks are all of its own transaction: through transaction
+    pooling it packs, and a later claim of that day, on whatever server connection, finds
+    every id."""
+    store, direct = pooled_store
+    day = ledger.today() - 2
+    ids = [str(uuid.uuid4()) for _ in range(300)]
+    with store.transaction() as tx:
+        assert tx.claim([(i, "stored", day) for i in ids]) == set(ids)
+    done = store.maintain_ledger(keep_days=5)
+    assert (done.days_packed, done.ids_packed) == (1, 300)
+    for start in range(0, 300, 30):
+        with store.transaction() as tx:
+            assert tx.claim([(i, "stored", day) for i in ids[start:start + 30]]) == set()
+    with psycopg.connect(direct) as conn:
+        left = conn.execute("SELECT count(*) FROM login_etl_ledger").fetchone()
+    assert left == (0,)

@@ -66,3 +66,16 @@ def test_partition_names_follow_the_date() -> None:
     assert ledger.partition_name(ledger.epoch_day(date(2026, 12, 1))) == (
         "login_etl_ledger_p20261201")
     assert ledger.from_epoch_day(ledger.epoch_day(date(2026, 12, 1))) == date(2026, 12, 1)
+
+
+def test_a_day_is_packable_an_hour_after_it_ended() -> None:
+    end_of_day_1 = 2 * 86_400
+    assert ledger.packable({0, 1, 2}, end_of_day_1 + ledger.PACK_AFTER_SECONDS - 1) == [0]
+    assert ledger.packable({0, 1, 2}, end_of_day_1 + ledger.PACK_AFTER_SECONDS) == [0, 1]
+    assert ledger.packable(set(), 10 * 86_400) == []
+
+
+def test_partition_names_read_back_as_their_days() -> None:
+    day = ledger.epoch_day(date(2026, 12, 1))
+    assert ledger.partition_name(day) == "login_etl_ledger_p20261201"
+    assert ledger.packed_name(day) == "login_etl_ledger_packed_p20261201"
