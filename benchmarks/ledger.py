@@ -195,7 +195,7 @@ def packed_figures(parsed: list[Any]) -> dict[str, float]:
     from login_etl import ledger
 
     with fresh_database(old_ledger=False) as url:
-        claim_all(url, parsed, ledger.today() - 2)
+        claim_all(url, parsed, ledger.today() - 3)
         done, seconds = maintain(url, keep_days=3)
         if done.ids_packed != len(parsed):
             raise RuntimeError(f"packed {done.ids_packed} of {len(parsed)} ids")
@@ -264,7 +264,7 @@ def after(n: int, pack: bool = False) -> float:
     from login_etl.store import Store
 
     with fresh_database(old_ledger=False) as url:
-        day = ledger.today() - (2 if pack else 3)
+        day = ledger.today() - 3
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"INSERT INTO {ledger.partition_name(day)} (id, day)"
                          " SELECT gen_random_uuid(), %s FROM generate_series(1, %s)",
@@ -290,7 +290,7 @@ def after(n: int, pack: bool = False) -> float:
         try:
             time.sleep(0.5)
             started = time.perf_counter()
-            done = store.maintain_ledger(keep_days=3 if pack else 2)
+            result = store.maintain_ledger(keep_days=3 if pack else 2)
             seconds = time.perf_counter() - started
             time.sleep(0.2)
         finally:
@@ -298,8 +298,8 @@ def after(n: int, pack: bool = False) -> float:
             thread.join(10)
             store.close()
             writer.close()
-        if (done.ids_packed if pack else done.days_dropped) != (n if pack else 1):
-            raise RuntimeError(f"after: {done}")
+        if (result.ids_packed if pack else result.days_dropped) != (n if pack else 1):
+            raise RuntimeError(f"after: {result}")
         (PACK_CLAIM if pack else LONGEST_CLAIM)[n] = max(waits)
         return seconds
 

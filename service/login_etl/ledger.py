@@ -5,18 +5,20 @@ Each message is filed under a UTC day that every copy of it agrees on: the day S
 sealed origin. A redelivery therefore meets its id in the same day partition, and a day that
 SQS can no longer redeliver from is dropped in one statement, however many ids it holds.
 
-Row: `id uuid` where the message id is a canonical UUID (SQS's ids), else `text_id text`;
-`day date`, `rejected boolean`. Each day partition has a unique index on each id column (the
-other column is NULL, kept out by the index predicate); no time index: the partition is the
-time. Days outside the partitions (older than the retention: a redriven copy of an old
-message) go to the default partition, which is pruned by DELETE and stays small.
+Row: `id uuid` where the message id is a canonical UUID (SQS's ids), else `text_id text`; `day
+date`, `rejected boolean` (kept while the day is rows; packed days keep only the ids). Each
+day partition has a unique index on each id column (the other column is NULL, kept out by the
+index predicate); no time index: the partition is the time. Days outside the partitions (older
+than the retention: a redriven copy of an old message) go to the default partition, which is
+pruned by DELETE and stays small.
 
-A day that ended an hour ago is packed: its ids move into login_etl_ledger_packed as sorted
-arrays of up to 120 (a text id as the uuid of its md5), each row keyed by the lowest id it may
-hold, and the day's partition is emptied (TRUNCATE: its space goes back at once). About
-17 bytes an id instead of about 92. A claim for a day before today also looks its ids up
-there, after filing them: a claim blocked by the packing sees the packed ids once it goes on.
-Ids claimed for a day after it was packed are merged into its arrays by the next packing.
+A day is packed once it ended a day and an hour ago: its ids move into
+login_etl_ledger_packed as sorted arrays of up to 120 (a text id as the uuid of its md5), each
+row keyed by the lowest id it may hold, and the day's partition is emptied (TRUNCATE: its
+space goes back at once). About 18 bytes an id instead of about 92. A claim for a day before
+today also looks its ids up there, after filing them: a claim blocked by the packing sees the
+packed ids once it goes on. Ids claimed for a day after it was packed are merged into its
+arrays by the next packing.
 
 An unpartitioned ledger from before is renamed login_etl_ledger_legacy and consulted by
 every claim until its newest id is past the retention; then it is dropped.
@@ -46,9 +48,11 @@ _DDL_LOCK_TIMEOUT = "1s"
 # Ids in one packed row: 120 uuids keep the row (1,988 bytes) just under the size at which
 # Postgres moves a value out of line (TOAST), four rows to a page.
 PACK_IDS = 120
-# A day is packed once it ended this long ago. Claims look ids up in the packed rows for every
-# day before their own today, so the hour is also the clock skew between replicas tolerated.
-PACK_AFTER_SECONDS = 3600
+# A day is packed once it ended this long ago: a day and an hour. Packing holds the day's
+# partition, so a claim of that day waits for it; by then only a message more than a day in
+# the queue makes one. Claims look ids up in the packed rows for every day before their own
+# today, so the margin is also far beyond any clock skew between replicas.
+PACK_AFTER_SECONDS = 86_400 + 3600
 # Advisory lock id: one replica packs at a time (the others skip).
 _PACK_LOCK = 0x10_61_E7_3
 # The packing of a big day may take minutes; its table lock is asked for at most this long.
@@ -134,12 +138,13 @@ def partitions(conn: psycopg.Connection[Any], parent: str = TABLE) -> set[int]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = to_regclass(%s)", (parent,)).fetchall()
-    days = set()
-    for (name,) in rows:
-        match = _PARTITION.match(name.removeprefix(parent))
-        if match:
-            days.add(epoch_day(datetime.strptime(match.group(1), "%Y%m%d").date()))
-    return days
+    return {d for (name,) in rows if (d := day_of(name, parent)) is not None}
+
+
+def day_of(name: str, parent: str = TABLE) -> int | None:
+    """The day of a partition of `parent` by its name; None for any other table."""
+    match = _PARTITION.match(name.removeprefix(parent)) if name.startswith(parent) else None
+    return epoch_day(datetime.strptime(match.group(1), "%Y%m%d").date()) if match else None
 
 
 def detached(conn: psycopg.Connection[Any]) -> list[str]:
@@ -204,9 +209,9 @@ def pack(conn: psycopg.Connection[Any], day: int) -> int | None:
     """Move a day's ids into packed rows and empty its partition; the ids moved, or None
     when another replica is packing. Runs in the caller's transaction.
 
-    The partition is locked for the packing: a claim for that day waits (it is a late one,
-    the day ended an hour ago), then files its id in the emptied partition and finds the
-    packed copy when it looks.
+    The partition is locked for the packing: a claim for that day waits (a message more than
+    a day in the queue), then files its id in the emptied partition and finds the packed copy
+    when it looks.
     """
     name, when = partition_name(day), from_epoch_day(day)
     if not _value(conn, f"SELECT EXISTS (SELECT 1 FROM {name})"):
@@ -216,27 +221,33 @@ def pack(conn: psycopg.Connection[Any], day: int) -> int | None:
     conn.execute(f"SET LOCAL lock_timeout = '{_PACK_LOCK_TIMEOUT}'")
     conn.execute(f"SET LOCAL statement_timeout = '{_PACK_STATEMENT_TIMEOUT}'")
     conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+    count = int(_value(conn, f"SELECT count(*) FROM {name}"))
     if _value(conn, f"SELECT EXISTS (SELECT 1 FROM {PACKED} WHERE day = %s)", (when,)):
-        # Late ids: each appended to the row whose range holds it.
-        rows = conn.execute(
-            f"WITH late AS (SELECT r.lo, array_agg(l.id) AS ids"
-            f" FROM (SELECT {as_uuid('d')} AS id FROM {name} d) l"
-            f" CROSS JOIN LATERAL (SELECT p.lo FROM {PACKED} p WHERE p.day = %s"
-            " AND p.lo <= l.id ORDER BY p.lo DESC LIMIT 1) r GROUP BY r.lo)"
-            f" UPDATE {PACKED} p SET ids = p.ids || late.ids FROM late"
-            " WHERE p.day = %s AND p.lo = late.lo RETURNING cardinality(late.ids)",
-            (when, when)).fetchall()
+        # Late ids: the packed rows whose ranges hold them are taken out and written again
+        # with them, sorted and cut at PACK_IDS (the first piece keeps the row's lo), so no
+        # row grows past PACK_IDS however many ids come late.
+        conn.execute(
+            f"WITH late AS (SELECT l.id, r.lo FROM (SELECT {as_uuid('d')} AS id FROM {name} d) l"
+            f" CROSS JOIN LATERAL (SELECT p.lo FROM {PACKED} p WHERE p.day = %(day)s"
+            " AND p.lo <= l.id ORDER BY p.lo DESC LIMIT 1) r),"
+            f" taken AS (DELETE FROM {PACKED} p WHERE p.day = %(day)s"
+            " AND p.lo IN (SELECT lo FROM late) RETURNING p.lo, p.ids),"
+            " merged AS (SELECT t.lo, u.id FROM taken t, unnest(t.ids) AS u(id)"
+            " UNION ALL SELECT lo, id FROM late)"
+            f" INSERT INTO {PACKED} (day, lo, ids)"
+            " SELECT %(day)s, CASE WHEN chunk = 0 THEN lo ELSE ids[1] END, ids"
+            " FROM (SELECT lo, chunk, array_agg(id ORDER BY id) AS ids FROM (SELECT lo, id,"
+            f" (row_number() OVER (PARTITION BY lo ORDER BY id) - 1) / {PACK_IDS} AS chunk"
+            " FROM merged) n GROUP BY lo, chunk) c", {"day": when})
     else:
-        rows = conn.execute(
+        conn.execute(
             f"INSERT INTO {PACKED} (day, lo, ids)"
             f" SELECT %s, CASE WHEN chunk = 0 THEN '{_LOWEST}'::uuid ELSE ids[1] END, ids"
             " FROM (SELECT chunk, array_agg(id ORDER BY id) AS ids"
             f" FROM (SELECT {as_uuid('d')} AS id, (row_number() OVER (ORDER BY {as_uuid('d')})"
-            f" - 1) / {PACK_IDS} AS chunk FROM {name} d) s GROUP BY chunk) g"
-            " RETURNING cardinality(ids)",
-            (when,)).fetchall()
+            f" - 1) / {PACK_IDS} AS chunk FROM {name} d) s GROUP BY chunk) g", (when,))
     conn.execute(f"TRUNCATE {name}")
-    return sum(int(r[0]) for r in rows)
+    return count
 
 
 def _value(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:

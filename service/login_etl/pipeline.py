@@ -153,7 +153,7 @@ class Pipeline:
                 self._handed_off.update(m.message_id for m, _ in unsent
                                         if m.message_id not in refused)
             # Left in the source queue: SQS's RedrivePolicy moves them in the end.
-            tx.unclaim(refused)
+            tx.unclaim([(m.message_id, m.day) for m, _ in unsent if m.message_id in refused])
         fresh_rejects = [(m, r) for m, r in fresh_rejects if m.message_id not in refused]
         return new_ids, fresh_rejects, refused
 

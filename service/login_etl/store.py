@@ -277,16 +277,23 @@ class Store:
             for day in have - ledger.partitions(conn, ledger.PACKED):
                 ledger.add_packed(conn, day)
         done = Maintenance()
-        for day in ledger.droppable(have, today, keep_days):
-            # Detached first (a catalog change under a brief lock on the ledger), then dropped
+        with self.bounded() as conn:
+            packed_days = ledger.partitions(conn, ledger.PACKED)
+        for day in ledger.droppable(have | packed_days, today, keep_days):
+            # Detached first (a catalog change under a brief lock on the parent), then dropped
             # on its own: freeing the files of a big day then holds no lock writers wait on.
-            with self.bounded() as conn:
-                ledger.ddl_lock(conn)
-                conn.execute(f"ALTER TABLE {ledger.TABLE} DETACH PARTITION"
-                             f" {ledger.partition_name(day)}")
-                conn.execute(f"ALTER TABLE {ledger.PACKED} DETACH PARTITION"
-                             f" {ledger.packed_name(day)}")
-            done.days_dropped += 1
+            # The ids and the packed ids of a day go in two steps, each retried by the next
+            # run if its lock is not had within a second (a packing holds the packed table).
+            for parent, name, there in ((ledger.TABLE, ledger.partition_name(day), have),
+                                        (ledger.PACKED, ledger.packed_name(day), packed_days)):
+                if day in there:
+                    try:
+                        with self.bounded() as conn:
+                            ledger.ddl_lock(conn)
+                            conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name}")
+                    except psycopg.errors.LockNotAvailable:
+                        continue
+                    done.days_dropped += parent == ledger.TABLE
         with self.bounded() as conn:
             detached = ledger.detached(conn)
         for name in detached:
@@ -419,7 +426,7 @@ class Transaction:
         known = {r[0] for r in self.conn.execute(ledger.PACKED_KNOWN,
                                                  (days_of, uuids, texts)).fetchall()}
         if known:
-            self.unclaim(sorted(known), days=sorted(set(days_of)))
+            self.unclaim([(i, d) for i, _, d in rows if i in known])
         return known
 
     def _known_before(self, ids: list[str]) -> set[str]:
@@ -432,16 +439,17 @@ class Transaction:
                 self.store.legacy = False
             return set()
 
-    def unclaim(self, ids: Sequence[str], days: Sequence[date] | None = None) -> None:
-        """Take ids back out of the ledger within this transaction (messages left unsettled);
-        given their days, only those days' partitions are touched."""
-        if ids:
-            uuids = [i for i in ids if _UUID.fullmatch(i)]
-            texts = [i for i in ids if not _UUID.fullmatch(i)]
-            on_days = "" if days is None else " AND day = ANY(%s::date[])"
-            self.conn.execute("DELETE FROM login_etl_ledger WHERE (id = ANY(%s::uuid[])"
-                              f" OR text_id = ANY(%s::text[])){on_days}",
-                              (uuids, texts) if days is None else (uuids, texts, days))
+    def unclaim(self, claims: Sequence[tuple[str, int]]) -> None:
+        """Take (message id, day) claims back out of the ledger within this transaction
+        (messages left unsettled); only their days' partitions are touched, so a packing of
+        another day never holds this up."""
+        if claims:
+            rows = [(i, False, d) for i, d in claims]
+            uuids, texts, days_of = _split(rows)
+            self.conn.execute("DELETE FROM login_etl_ledger WHERE day = ANY(%s::date[])"
+                              " AND (id = ANY(%s::uuid[]) OR text_id = ANY(%s::text[]))",
+                              (sorted(set(days_of)), [u for u in uuids if u],
+                               [t for t in texts if t]))
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         """One COPY of the rows: their lines were encoded when they were parsed."""

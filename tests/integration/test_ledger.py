@@ -134,8 +134,8 @@ def test_days_past_the_retention_are_dropped_whole(store: Store, database: str) 
     assert where[ancient][0] == ledger.DEFAULT, "a day without a partition goes to the default"
     done = store.maintain_ledger(keep_days=2)
     assert (done.days_dropped, done.ids_deleted) == (1, 1)
-    assert set(_where(database)) == set(), "the kept day is packed"
-    assert _packed(database) == {kept: today - 2}
+    # Kept: as a row, or packed when the day ended more than a day and an hour ago.
+    assert set(_where(database)) | set(_packed(database)) == {kept}
     with store.bounded() as conn:
         assert min(ledger.partitions(conn)) == today - 2
     with store.transaction() as tx:
@@ -291,6 +291,7 @@ def test_a_role_without_create_runs_when_days_ahead_are_missing(stack: Stack) ->
         stack.query(f"DROP TABLE {ledger.partition_name(day)}")
     stack.query("DROP ROLE IF EXISTS etl_nocreate_test; CREATE ROLE etl_nocreate_test LOGIN;"
                 "GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO"
+                " etl_nocreate_test; GRANT SELECT ON login_etl_ledger_packed TO"
                 " etl_nocreate_test; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     try:
         stack.send(unique_bodies(20, prefix="nocreate"))
@@ -302,23 +303,34 @@ def test_a_role_without_create_runs_when_days_ahead_are_missing(stack: Stack) ->
         assert stack.count_rows() == 20 and stack.duplicate_rows() == 0
         where = _where(stack.database_url)
         assert {p for p, _ in where.values()} == {ledger.DEFAULT}
+        # A message of yesterday (sent before midnight) is looked up in the packed ids too.
+        restricted = Store(url, pool_size=1)
+        restricted.open()
+        try:
+            late = str(uuid.uuid4())
+            for expected in ({late}, set()):
+                with restricted.transaction() as tx:
+                    assert tx.claim([(late, "stored", today - 1)]) == expected
+        finally:
+            restricted.close()
     finally:
         stack.query("DROP OWNED BY etl_nocreate_test; DROP ROLE etl_nocreate_test")
 
 
 def test_a_packed_day_still_knows_every_id(store: Store, database: str) -> None:
-    """A day that ended over an hour ago is packed into arrays; every id it held is still a
-    duplicate, a new id of that day is stored once and packed by the next run."""
-    day = ledger.today() - 2
+    """A day that ended over a day ago is packed into arrays; every id it held is still a
+    duplicate, a new id of that day is stored once and packed by the next run, and however
+    many come late no packed row grows past PACK_IDS."""
+    day = ledger.today() - 3
+    # Days kept: 5 (the day stays whatever midnight passes during the test).
+    keep = 5
     ids = [str(uuid.uuid4()) for _ in range(1000)] + ["redrive:" + str(uuid.uuid4())]
     with store.transaction() as tx:
         assert tx.claim([(i, "stored", day) for i in ids]) == set(ids)
-    done = store.maintain_ledger(keep_days=3)
+    done = store.maintain_ledger(keep_days=keep)
     assert (done.days_packed, done.ids_packed) == (1, 1001)
     assert _where(database) == {}, "the day's partition is emptied"
-    counts = _query(database, "SELECT cardinality(ids) FROM login_etl_ledger_packed"
-                              " WHERE day = %s ORDER BY lo", (ledger.from_epoch_day(day),))
-    assert [c for (c,) in counts] == [ledger.PACK_IDS] * 8 + [41]
+    assert _sizes(database, day) == [ledger.PACK_IDS] * 8 + [41]
     # The text id is packed as the uuid of its md5.
     assert len(_packed(database)) == 1001
     fresh = [str(uuid.uuid4()) for _ in range(5)] + ["redrive:" + str(uuid.uuid4())]
@@ -328,25 +340,41 @@ def test_a_packed_day_still_knows_every_id(store: Store, database: str) -> None:
     assert set(_where(database)) == set(fresh), "only the new ids are filed"
     with store.transaction() as tx:
         assert tx.claim([(i, "stored", day) for i in fresh + ids[-3:]]) == set()
-    done = store.maintain_ledger(keep_days=3)
+    done = store.maintain_ledger(keep_days=keep)
     assert (done.days_packed, done.ids_packed) == (1, 6)
     assert _where(database) == {} and len(_packed(database)) == 1007
+    # A backlog of late ids, twice the day's first count: the rows they fall in are cut again.
+    late = [str(uuid.uuid4()) for _ in range(2000)]
     with store.transaction() as tx:
-        assert tx.claim([(i, "stored", day) for i in ids + fresh]) == set()
-    # Today is never packed: its ids stay rows, found by the unique index alone.
-    now = str(uuid.uuid4())
+        assert tx.claim([(i, "stored", day) for i in late]) == set(late)
+    assert store.maintain_ledger(keep_days=keep).ids_packed == 2000
+    sizes = _sizes(database, day)
+    assert max(sizes) <= ledger.PACK_IDS and sum(sizes) == 3007
+    assert len(_packed(database)) == 3007
     with store.transaction() as tx:
-        tx.claim([(now, "stored", ledger.today())])
-    assert store.maintain_ledger(keep_days=3).days_packed == 0
-    assert set(_where(database)) == {now}
+        assert tx.claim([(i, "stored", day) for i in ids + fresh + late]) == set()
+    # Today and yesterday are never packed: their ids stay rows, found by the unique index.
+    recent = [(str(uuid.uuid4()), "stored", ledger.today() - n) for n in (0, 1)]
+    with store.transaction() as tx:
+        tx.claim(recent)
+    assert store.maintain_ledger(keep_days=keep).days_packed == 0
+    assert set(_where(database)) == {i for i, _, _ in recent}
+
+
+def _sizes(url: str, day: int) -> list[int]:
+    """The number of ids in each packed row of a day, in the order of their ranges."""
+    rows = _query(url, "SELECT cardinality(ids) FROM login_etl_ledger_packed WHERE day = %s"
+                       " ORDER BY lo", (ledger.from_epoch_day(day),))
+    return [int(c) for (c,) in rows]
 
 
 def test_claims_racing_packings_store_each_id_once(store: Store, database: str) -> None:
     """Two claimers take random ids of one old day, repeats included, while the day is packed
     again and again: every id is reported new exactly once."""
-    day = ledger.today() - 2
+    day = ledger.today() - 3
     pool = [str(uuid.uuid4()) for _ in range(3000)]
     new: list[str] = []
+    sampled: set[str] = set()
     stop = threading.Event()
     errors: list[BaseException] = []
     packings = [0]
@@ -356,6 +384,7 @@ def test_claims_racing_packings_store_each_id_once(store: Store, database: str) 
         try:
             for _ in range(120):
                 batch = rng.sample(pool, 60)
+                sampled.update(batch)
                 # The product's way in: a deadlock between the two claimers (the same ids in
                 # another order) is retried as a whole transaction.
                 new.extend(racing.write(lambda tx, b=batch: tx.claim(  # type: ignore[misc]
@@ -366,7 +395,7 @@ def test_claims_racing_packings_store_each_id_once(store: Store, database: str) 
     def packer() -> None:
         while not stop.is_set():
             try:
-                packings[0] += racing.maintain_ledger(keep_days=3).days_packed
+                packings[0] += racing.maintain_ledger(keep_days=5).days_packed
             except BaseException as exc:
                 errors.append(exc)
                 return
@@ -388,4 +417,27 @@ def test_claims_racing_packings_store_each_id_once(store: Store, database: str) 
     assert not errors, errors
     assert packings[0] >= 3, "the day was packed while it was claimed"
     assert len(new) == len(set(new)), "an id reported new twice"
+    assert set(new) == sampled, "an id never claimed before reported as a duplicate"
     assert set(_where(database)) | set(_packed(database)) == set(new)
+
+
+def test_init_schema_adds_packed_ids_to_a_partitioned_ledger_without_them(
+        store: Store, database: str) -> None:
+    """A ledger partitioned by day but made before ids were packed: the next start creates
+    the packed table and a partition for every day there is, and the days pack as usual."""
+    day = ledger.today() - 3
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    with store.transaction() as tx:
+        tx.claim([(i, "stored", day) for i in ids])
+    _query(database, "DROP TABLE login_etl_ledger_packed")
+    upgraded = Store(database, pool_size=1)
+    upgraded.open()
+    try:
+        upgraded.init_schema(keep_days=3)
+        with upgraded.bounded() as conn:
+            assert ledger.partitions(conn, ledger.PACKED) == ledger.partitions(conn)
+        assert upgraded.maintain_ledger(keep_days=5).ids_packed == 50
+        with upgraded.transaction() as tx:
+            assert tx.claim([(i, "stored", day) for i in ids]) == set()
+    finally:
+        upgraded.close()

@@ -221,7 +221,7 @@ def test_a_day_is_packed_through_pgbouncer_and_still_knows_its_ids(
     pooling it packs, and a later claim of that day, on whatever server connection, finds
     every id."""
     store, direct = pooled_store
-    day = ledger.today() - 2
+    day = ledger.today() - 3
     ids = [str(uuid.uuid4()) for _ in range(300)]
     with store.transaction() as tx:
         assert tx.claim([(i, "stored", day) for i in ids]) == set(ids)

@@ -68,7 +68,8 @@ def test_partition_names_follow_the_date() -> None:
     assert ledger.from_epoch_day(ledger.epoch_day(date(2026, 12, 1))) == date(2026, 12, 1)
 
 
-def test_a_day_is_packable_an_hour_after_it_ended() -> None:
+def test_a_day_is_packable_a_day_and_an_hour_after_it_ended() -> None:
+    assert ledger.PACK_AFTER_SECONDS == 25 * 3600
     end_of_day_1 = 2 * 86_400
     assert ledger.packable({0, 1, 2}, end_of_day_1 + ledger.PACK_AFTER_SECONDS - 1) == [0]
     assert ledger.packable({0, 1, 2}, end_of_day_1 + ledger.PACK_AFTER_SECONDS) == [0, 1]
@@ -79,3 +80,10 @@ def test_partition_names_read_back_as_their_days() -> None:
     day = ledger.epoch_day(date(2026, 12, 1))
     assert ledger.partition_name(day) == "login_etl_ledger_p20261201"
     assert ledger.packed_name(day) == "login_etl_ledger_packed_p20261201"
+    assert ledger.day_of(ledger.partition_name(day)) == day
+    assert ledger.day_of(ledger.packed_name(day), ledger.PACKED) == day
+    for other in ("login_etl_ledger_packed_p20261201", "login_etl_ledger_default",
+                  "login_etl_ledger_p2026120", "login_etl_ledger_p202612011",
+                  "x_login_etl_ledger_p20261201", "login_etl_ledger_legacy"):
+        assert ledger.day_of(other) is None, other
+    assert ledger.day_of("login_etl_ledger_p20261201", ledger.PACKED) is None

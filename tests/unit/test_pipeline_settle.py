@@ -50,9 +50,10 @@ class FakeTransaction:
                 raise self.store.refuse[event.user_id]
         self.rows += events
 
-    def unclaim(self, ids: Sequence[str]) -> None:
+    def unclaim(self, claims: Sequence[tuple[str, int]]) -> None:
+        ids = [i for i, _ in claims]
         if ids:
-            self.store.calls.append(("unclaim", list(ids)))
+            self.store.calls.append(("unclaim", ids))
         self.claimed = [i for i in self.claimed if i not in ids]
 
 
