@@ -22,6 +22,9 @@ from tests.integration.stack import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# On a machine without the images, building them (a debootstrap base, LocalStack's stand-in)
+# takes up to ~20 minutes: far past the suite's per-test bound.
+@pytest.mark.timeout(2700)
 def test_docker_compose_up_end_to_end() -> None:
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "compose-test.sh")],
