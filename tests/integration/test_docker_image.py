@@ -20,6 +20,8 @@ from tests.integration.stack import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# From nothing the base and the image take minutes: past the suite's per-test bound.
+@pytest.mark.timeout(1500)
 def test_image_builds_and_processes_the_sample() -> None:
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "docker-image.sh")],
