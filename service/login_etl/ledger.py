@@ -91,6 +91,14 @@ def as_uuid(alias: str) -> str:
 
 # The first packed row of a day starts at the lowest uuid, so every id has a row to look in.
 _LOWEST = "00000000-0000-0000-0000-000000000000"
+# Packed rows from `merged` (lo, id): each lo's ids sorted and cut at PACK_IDS, the first piece
+# keeping lo, each other keyed by its own first id.
+_INSERT_CUT = (
+    f"INSERT INTO {PACKED} (day, lo, ids)"
+    " SELECT %(day)s, CASE WHEN chunk = 0 THEN lo ELSE ids[1] END, ids"
+    " FROM (SELECT lo, chunk, array_agg(id ORDER BY id) AS ids FROM (SELECT lo, id,"
+    f" (row_number() OVER (PARTITION BY lo ORDER BY id) - 1) / {PACK_IDS} AS chunk"
+    " FROM merged) n GROUP BY lo, chunk) c")
 # Which of a claim's (day, id, text_id) a packed row of that day holds.
 PACKED_KNOWN = (
     "SELECT coalesce(b.id::text, b.text_id)"
@@ -223,29 +231,19 @@ def pack(conn: psycopg.Connection[Any], day: int) -> int | None:
     conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
     count = int(_value(conn, f"SELECT count(*) FROM {name}"))
     if _value(conn, f"SELECT EXISTS (SELECT 1 FROM {PACKED} WHERE day = %s)", (when,)):
-        # Late ids: the packed rows whose ranges hold them are taken out and written again
-        # with them, sorted and cut at PACK_IDS (the first piece keeps the row's lo), so no
-        # row grows past PACK_IDS however many ids come late.
-        conn.execute(
+        # Late ids: the packed rows whose ranges hold them are taken out and cut again with
+        # them, so no row grows past PACK_IDS however many ids come late.
+        merged = (
             f"WITH late AS (SELECT l.id, r.lo FROM (SELECT {as_uuid('d')} AS id FROM {name} d) l"
             f" CROSS JOIN LATERAL (SELECT p.lo FROM {PACKED} p WHERE p.day = %(day)s"
             " AND p.lo <= l.id ORDER BY p.lo DESC LIMIT 1) r),"
             f" taken AS (DELETE FROM {PACKED} p WHERE p.day = %(day)s"
             " AND p.lo IN (SELECT lo FROM late) RETURNING p.lo, p.ids),"
             " merged AS (SELECT t.lo, u.id FROM taken t, unnest(t.ids) AS u(id)"
-            " UNION ALL SELECT lo, id FROM late)"
-            f" INSERT INTO {PACKED} (day, lo, ids)"
-            " SELECT %(day)s, CASE WHEN chunk = 0 THEN lo ELSE ids[1] END, ids"
-            " FROM (SELECT lo, chunk, array_agg(id ORDER BY id) AS ids FROM (SELECT lo, id,"
-            f" (row_number() OVER (PARTITION BY lo ORDER BY id) - 1) / {PACK_IDS} AS chunk"
-            " FROM merged) n GROUP BY lo, chunk) c", {"day": when})
+            " UNION ALL SELECT lo, id FROM late)")
     else:
-        conn.execute(
-            f"INSERT INTO {PACKED} (day, lo, ids)"
-            f" SELECT %s, CASE WHEN chunk = 0 THEN '{_LOWEST}'::uuid ELSE ids[1] END, ids"
-            " FROM (SELECT chunk, array_agg(id ORDER BY id) AS ids"
-            f" FROM (SELECT {as_uuid('d')} AS id, (row_number() OVER (ORDER BY {as_uuid('d')})"
-            f" - 1) / {PACK_IDS} AS chunk FROM {name} d) s GROUP BY chunk) g", (when,))
+        merged = f"WITH merged AS (SELECT '{_LOWEST}'::uuid AS lo, {as_uuid('d')} AS id FROM {name} d)"
+    conn.execute(f"{merged} {_INSERT_CUT}", {"day": when})
     conn.execute(f"TRUNCATE {name}")
     return count
 

@@ -261,7 +261,7 @@ class Store:
 
     def maintain_ledger(self, keep_days: int) -> Maintenance:
         """Create the days ahead, drop the days no message can be redelivered from any more,
-        pack the days that ended an hour ago.
+        pack the days that ended more than a day ago (ledger.packable).
 
         Each step is its own short transaction; a step that cannot get its lock within a
         second is left for the next run. A dropped day costs the same whatever number of ids
@@ -279,7 +279,8 @@ class Store:
         done = Maintenance()
         with self.bounded() as conn:
             packed_days = ledger.partitions(conn, ledger.PACKED)
-        for day in ledger.droppable(have | packed_days, today, keep_days):
+        dropping = ledger.droppable(have | packed_days, today, keep_days)
+        for day in dropping:
             # Detached first (a catalog change under a brief lock on the parent), then dropped
             # on its own: freeing the files of a big day then holds no lock writers wait on.
             # The ids and the packed ids of a day go in two steps, each retried by the next
@@ -309,8 +310,7 @@ class Store:
                 if ledger.legacy_expired(conn, keep_days):
                     conn.execute(f"DROP TABLE {ledger.LEGACY}")
                     self.legacy = False
-        kept = set(have) - set(ledger.droppable(have, today, keep_days))
-        for day in ledger.packable(kept, time.time()):
+        for day in ledger.packable(have - set(dropping), time.time()):
             try:
                 with self.bounded() as conn:
                     packed = ledger.pack(conn, day)
