@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ensure LocalStack (SQS only, no Docker) answers on 127.0.0.1:4566: install it into its own
+# Ensure LocalStack (SQS, SNS and EventBridge, no Docker) answers on 127.0.0.1:4566: install it into its own
 # cached venv on first use (it pins its own boto3 and needs Python >= 3.13), start it if not
 # running, wait until SQS is ready. Idempotent; safe to call from CI on a fresh machine.
 set -euo pipefail
@@ -9,9 +9,22 @@ PORT=${LOCALSTACK_PORT:-4566}
 LOG=$CACHE/localstack.log
 VERSION=2026.3.0
 
-health() { curl -fsS "http://127.0.0.1:$PORT/_localstack/health" 2>/dev/null | grep -q '"sqs": "\(running\|available\)"'; }
+SERVICES=sqs,sns,events
+# Ready when every service the tests use answers; an older LocalStack of ours with SQS alone
+# is stopped (by its pid) and started again with the full list.
+health() {
+  local answer
+  answer=$(curl -fsS "http://127.0.0.1:$PORT/_localstack/health" 2>/dev/null) || return 1
+  for service in ${SERVICES//,/ }; do
+    grep -q "\"$service\": \"\(running\|available\)\"" <<<"$answer" || return 1
+  done
+}
 
 if health; then echo "localstack: already running on $PORT"; exit 0; fi
+if [ -f "$CACHE/localstack.pid" ] && kill -0 "$(cat "$CACHE/localstack.pid")" 2>/dev/null; then
+  echo "localstack: restarting ours without $SERVICES"
+  kill "$(cat "$CACHE/localstack.pid")"; sleep 3
+fi
 
 mkdir -p "$CACHE"
 if ! "$VENV/bin/python" -c "import localstack" 2>/dev/null; then
@@ -35,7 +48,7 @@ fi
 
 echo "localstack: starting on 127.0.0.1:$PORT (log: $LOG)"
 cd "$CACHE"
-SERVICES=sqs EAGER_SERVICE_LOADING=1 GATEWAY_LISTEN=127.0.0.1:$PORT DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+SERVICES=$SERVICES EAGER_SERVICE_LOADING=1 GATEWAY_LISTEN=127.0.0.1:$PORT DNS_ADDRESS=0 DISABLE_EVENTS=1 \
   SKIP_SSL_CERT_DOWNLOAD=1 SQS_DISABLE_CLOUDWATCH_METRICS=1 GATEWAY_SERVER=hypercorn \
   LOCALSTACK_VOLUME_DIR="$CACHE/localstack-volume" \
   nohup "$VENV/bin/python" -m localstack.runtime.main >"$LOG" 2>&1 </dev/null &
