@@ -1,4 +1,4 @@
--- The take-home's target table, unchanged (design.md, "Data rules").
+-- The target table user_logins, unchanged (README, "How it works": the table is not altered).
 -- Run by the postgres image from /docker-entrypoint-initdb.d on first start.
 -- login-etl adds its ledger and indexes itself (`login-etl init-db`, or `run`).
 CREATE TABLE IF NOT EXISTS user_logins(

@@ -183,7 +183,10 @@ def status(obj: Context, limit: int, watch: bool, interval: float,
 @cli.command("init-db")
 @pass_context
 def init_db(obj: Context) -> None:
-    """Create user_logins, the ledger and its index if missing (run does this too)."""
+    """Create user_logins and the ledger's tables and day partitions if missing.
+
+    An unpartitioned ledger of an earlier version is migrated; run does all this too.
+    """
     store = obj.store()
     try:
         store.init_schema()

@@ -1,0 +1,69 @@
+"""The operating files agree with each other: documentation links resolve, the default
+kustomization carries no Secret, the LocalStack pins are the ones docs/testing.md names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#([^)\s]+))?\)")
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' dropped, spaces to '-'."""
+    found = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_resolve(doc: Path) -> None:
+    for target, anchor in LINK.findall(doc.read_text()):
+        if target.startswith("http"):
+            continue
+        path = (doc.parent / target).resolve()
+        assert path.exists(), f"{doc.name}: link to missing {target}"
+        if anchor:
+            assert anchor in anchors(path), f"{doc.name}: no heading #{anchor} in {target}"
+
+
+def kustomization_documents(base: Path) -> list[dict]:
+    """What `kubectl kustomize` renders from its resources (files and nested directories)."""
+    spec = yaml.safe_load((base / "kustomization.yaml").read_text())
+    documents: list[dict] = []
+    for resource in spec.get("resources", []):
+        path = base / resource
+        if path.is_dir():
+            documents += kustomization_documents(path)
+        else:
+            documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+def test_default_kustomization_renders_no_secret() -> None:
+    kinds = [d["kind"] for d in kustomization_documents(ROOT / "deploy" / "k8s")]
+    assert "Deployment" in kinds
+    assert "Secret" not in kinds, "kubectl apply -k deploy/k8s would overwrite the real key"
+
+
+def test_localstack_pins_are_documented() -> None:
+    script = (ROOT / "scripts" / "localstack.sh").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    standin = (ROOT / "docker" / "standins" / "localstack" / "Dockerfile").read_text()
+    host = re.search(r"^VERSION=(\S+)", script, re.M)
+    image = re.search(r"localstack/localstack:([\w.]+)", compose)
+    core = re.search(r"LOCALSTACK_VERSION=(\S+)", standin)
+    assert host and image and core
+    testing = (ROOT / "docs" / "testing.md").read_text()
+    for pin in (f"`localstack-core` {host[1]}", f"`localstack/localstack:{image[1]}`",
+                f"`localstack-core` {core[1]}"):
+        assert pin in testing, f"docs/testing.md does not name {pin}"
+    assert core[1].startswith(image[1]), "the compose stand-in installs another version than the image tag"
