@@ -411,7 +411,7 @@ class Heartbeat(Role):
 
 
 class Housekeeping(Role):
-    """Queue depth gauges every 15 s, a database ping when nothing succeeded for a while,
+    """Source and DLQ depth gauges every 15 s, a database ping after a quiet while,
     ledger pruning every hour: slow calls stay off the heartbeat."""
 
     def __init__(self, name: str, crew: Crew) -> None:
@@ -423,8 +423,10 @@ class Housekeeping(Role):
         if crew.stopping.wait(15.0 if self.next_prune else 1.0):
             return
         crew.health.tick(self.name)
-        with contextlib.suppress(QueueError):
-            crew.source.depth()
+        # Both depths, so the DLQ alert sees rejects without anyone rendering the status page.
+        for queue in (crew.source, crew.pipeline.dlq):
+            with contextlib.suppress(QueueError):
+                queue.depth()
         if crew.health.db_ping_due():
             crew.health.db_ok = crew.store.ping()
         if time.monotonic() >= self.next_prune and crew.health.db_ok:

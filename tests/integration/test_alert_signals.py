@@ -1,0 +1,61 @@
+"""The series the alert rules read are kept fresh by the worker itself, with no status page
+rendered: a gauge refreshed only when someone looks at the page cannot raise an alert."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.stack import Stack, free_port, http_get, metric_sum, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> str:
+    status, text = http_get(port, "/metrics")
+    assert status == 200
+    return text
+
+
+def ready(port: int) -> bool:
+    try:
+        return http_get(port, "/readyz", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def stop(worker: subprocess.Popen[str]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
+        stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    worker = stack.start(env=stack.env(LOGIN_ETL_HTTP_PORT=str(port)), log=tmp_path / "worker.log")
+    try:
+        wait_until(lambda: ready(port), 30, what="worker ready")
+        assert metric_sum(scrape(port), "login_etl_queue_messages", queue="dlq",
+                          state="visible") == 0
+        stack.send(["not json 1", "not json 2", "not json 3"])
+        wait_until(lambda: metric_sum(scrape(port), "login_etl_messages_total",
+                                      outcome="rejected") == 3, 30, what="3 rejects")
+        rejected_at = time.monotonic()
+        assert stack.depth(dlq=True)["visible"] == 3
+        # Only /metrics is read from here on (no /, no /status.json).
+        wait_until(lambda: metric_sum(scrape(port), "login_etl_queue_messages", queue="dlq",
+                                      state="visible") == 3,
+                   30, interval=0.5, what="the DLQ gauge at 3")
+        print(f"DLQ gauge at 3 {time.monotonic() - rejected_at:.1f} s after the third reject")
+    finally:
+        stop(worker)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
