@@ -1,0 +1,73 @@
+"""The ledger of settled message ids: partitioned by day, retention by dropping whole days.
+
+Each message is filed under a UTC day that every copy of it agrees on: the day SQS received it
+(SentTimestamp, which a redelivery keeps), or for a redriven copy the day carried in its
+sealed origin. A redelivery therefore meets its id in the same day partition, and a day that
+SQS can no longer redeliver from is dropped in one statement, however many ids it holds.
+
+Row: `id uuid` where the message id is a canonical UUID (SQS's ids), else `text_id text`; `day
+date`, `rejected boolean` (kept while the day is rows; packed days keep only the ids). Each
+day partition has a unique index on each id column (the other column is NULL, kept out by the
+index predicate); no time index: the partition is the time. Days outside the partitions (older
+than the retention: a redriven copy of an old message) go to the default partition, which is
+pruned by DELETE and stays small.
+
+A day is packed once it ended a day and an hour ago: its ids move into
+login_etl_ledger_packed as sorted arrays of up to 120 (a text id as the uuid of its md5), each
+row keyed by the lowest id it may hold, and the day's partition is emptied. About 18 bytes an
+id instead of about 92. A claim for a day before today also looks its ids up there, after
+filing them: a claim blocked by the packing sees the packed ids once it goes on. Ids claimed
+for a day after it was packed are merged into its arrays by the next packing.
+
+An unpartitioned ledger from before is renamed login_etl_ledger_legacy and consulted by
+every claim until its newest id is past the retention; then it is dropped.
+
+The protocol reads in four modules: days (names, which days are kept or packed), schema (the
+tables and creating them), claims (filing and taking back ids), upkeep (housekeeping).
+"""
+
+from login_etl.ledger.claims import PACKED_KNOWN, claim, unclaim
+from login_etl.ledger.days import (
+    AHEAD_DAYS,
+    DEFAULT,
+    DEFAULT_KEEP_DAYS,
+    LEGACY,
+    PACK_AFTER_SECONDS,
+    PACK_IDS,
+    PACKED,
+    TABLE,
+    cutoff,
+    day_of,
+    droppable,
+    epoch_day,
+    from_epoch_day,
+    keep_days,
+    packable,
+    packed_name,
+    partition_name,
+    today,
+)
+from login_etl.ledger.schema import (
+    PARENT_DDL,
+    ROWS_DDL,
+    add_packed,
+    add_partition,
+    as_uuid,
+    create_schema,
+    ddl_lock,
+    detached,
+    init,
+    legacy_expired,
+    partitions,
+    relkind,
+)
+from login_etl.ledger.upkeep import Maintenance, maintain, pack
+
+__all__ = [
+    "AHEAD_DAYS", "DEFAULT", "DEFAULT_KEEP_DAYS", "LEGACY", "PACKED", "PACKED_KNOWN",
+    "PACK_AFTER_SECONDS", "PACK_IDS", "PARENT_DDL", "ROWS_DDL", "TABLE", "Maintenance",
+    "add_packed", "add_partition", "as_uuid", "claim", "create_schema", "cutoff", "day_of",
+    "ddl_lock", "detached", "droppable", "epoch_day", "from_epoch_day", "init", "keep_days",
+    "legacy_expired", "maintain", "pack", "packable", "packed_name", "partition_name",
+    "partitions", "relkind", "today", "unclaim",
+]

@@ -1,0 +1,126 @@
+"""Claims: filing settled message ids in the ledger within the settle's transaction, and
+taking them back out.
+
+A concurrent replica claiming the same id blocks on the unique index until the first commits,
+then sees a conflict: exactly one of them stores the row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, Protocol
+
+import psycopg
+
+from login_etl.ledger.days import LEGACY, PACKED, TABLE, from_epoch_day, today
+from login_etl.ledger.schema import as_uuid
+from login_etl.messages import copy_value
+
+
+class Consults(Protocol):
+    """Whether claims also consult the legacy table (the store's flag, shared by its
+    transactions; cleared when another replica dropped the table)."""
+
+    legacy: bool
+
+
+_CLAIM = (
+    f"INSERT INTO {TABLE} (id, text_id, day, rejected)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::date[], %s::boolean[])"
+    " ON CONFLICT DO NOTHING RETURNING coalesce(id::text, text_id)"
+)
+_LEGACY_KNOWN = f"SELECT message_id FROM {LEGACY} WHERE message_id = ANY(%s)"
+_COPY_LEDGER = f"COPY {TABLE} (id, text_id, day, rejected) FROM STDIN"
+# SQS message ids as SQS writes them: these go to the uuid column (16 bytes), and read back as
+# the same text; anything else (a redriven copy's "redrive:..." id) to text_id.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Which of a claim's (day, id, text_id) a packed row of that day holds.
+PACKED_KNOWN = (
+    "SELECT coalesce(b.id::text, b.text_id)"
+    " FROM unnest(%s::date[], %s::uuid[], %s::text[]) AS b(day, id, text_id)"
+    f" CROSS JOIN LATERAL (SELECT p.ids FROM {PACKED} p WHERE p.day = b.day"
+    f" AND p.lo <= {as_uuid('b')} ORDER BY p.lo DESC LIMIT 1) p"
+    f" WHERE {as_uuid('b')} = ANY(p.ids)")
+
+Row = tuple[str, bool, int]
+
+
+def claim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, str] | tuple[str, str, int]],
+          store: Consults | None = None) -> set[str]:
+    """File (message id, outcome, day) in the ledger; return the ids not seen before (the
+    rest are repeats). The day (days since 1970-01-01, UTC) is the message's SentTimestamp
+    day or the one its redrive seal carries; without one, today."""
+    if not claims:
+        return set()
+    now = today()
+    rows = [(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)  # type: ignore[misc]
+            for c in claims]
+    if store is not None and store.legacy:
+        found = _known_before(conn, [r[0] for r in rows], store)
+        rows = [r for r in rows if r[0] not in found]
+        if not rows:
+            return set()
+    # Fast path: COPY the ids, in a savepoint. Redeliveries are rare, and COPY is cheaper
+    # per id than INSERT .. ON CONFLICT; a known id makes it fail as a whole (unique
+    # violation), which undoes only the savepoint, and the claim is made row by row below.
+    try:
+        days = _iso_days(rows)
+        payload = "".join([
+            f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n" if _UUID.fullmatch(i)
+            else f"\\N\t{copy_value(i)}\t{days[d]}\t{'t' if r else 'f'}\n"
+            for i, r, d in rows])
+        with conn.transaction(), conn.cursor().copy(_COPY_LEDGER) as copy:
+            copy.write(payload)
+        claimed = {i for i, _, _ in rows}
+    except psycopg.errors.UniqueViolation:
+        uuids, texts, days_of = _split(rows)
+        cur = conn.execute(_CLAIM, (uuids, texts, days_of, [r for _, r, _ in rows]))
+        claimed = {row[0] for row in cur.fetchall()}
+    # Ids filed for a day before today may be in its packed rows: looked up only now, after
+    # filing, so that a claim that waited for a packing of that day sees what it packed.
+    late = [r for r in rows if r[2] < now and r[0] in claimed]
+    return claimed - _packed_before(conn, late) if late else claimed
+
+
+def _packed_before(conn: psycopg.Connection[Any], rows: list[Row]) -> set[str]:
+    """The ids of rows a packed day holds; their rows just filed are taken back out."""
+    uuids, texts, days_of = _split(rows)
+    known = {r[0] for r in conn.execute(PACKED_KNOWN, (days_of, uuids, texts)).fetchall()}
+    if known:
+        unclaim(conn, [(i, d) for i, _, d in rows if i in known])
+    return known
+
+
+def _known_before(conn: psycopg.Connection[Any], ids: list[str], store: Consults) -> set[str]:
+    """The ids the legacy ledger holds, while it exists (another replica may drop it)."""
+    try:
+        with conn.transaction():
+            return {r[0] for r in conn.execute(_LEGACY_KNOWN, (ids,)).fetchall()}
+    except psycopg.errors.UndefinedTable:
+        store.legacy = False
+        return set()
+
+
+def unclaim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]]) -> None:
+    """Take (message id, day) claims back out of the ledger within this transaction
+    (messages left unsettled); only their days' partitions are touched, so a packing of
+    another day never holds this up."""
+    if claims:
+        rows = [(i, False, d) for i, d in claims]
+        uuids, texts, days_of = _split(rows)
+        conn.execute(f"DELETE FROM {TABLE} WHERE day = ANY(%s::date[])"
+                     " AND (id = ANY(%s::uuid[]) OR text_id = ANY(%s::text[]))",
+                     (sorted(set(days_of)), [u for u in uuids if u], [t for t in texts if t]))
+
+
+def _split(rows: Sequence[Row]) -> tuple[list[str | None], list[str | None], list[date]]:
+    """A claim's ids as the columns they go to (uuid or text) and their days."""
+    uuids = [i if _UUID.fullmatch(i) else None for i, _, _ in rows]
+    texts = [None if u else i for u, (i, _, _) in zip(uuids, rows, strict=True)]
+    return uuids, texts, [from_epoch_day(d) for _, _, d in rows]
+
+
+def _iso_days(rows: Sequence[Row]) -> dict[int, str]:
+    return {d: from_epoch_day(d).isoformat() for d in {d for _, _, d in rows}}
