@@ -11,16 +11,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from login_etl import metrics, retrying
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.settings import ConfigError, Settings
+from login_etl.sqs import answers
 from login_etl.sqs.choose import check_ca_bundle, lean_client
 
-T = TypeVar("T")
 # SQS allows at most 10 messages per receive and per batch call.
 MAX_BATCH = 10
 # SQS refuses a batch request over 1 MiB (bodies and attributes, see entry_bytes) as a whole;
@@ -192,14 +192,24 @@ class Queue:
             metrics.UNVERIFIED_MARKS.labels(name).inc()
         return ledger_id
 
-    def _timed(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
+    def _timed(self, operation: str, fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+        """One call, timed; its answer checked for shape (answers.check) before anyone reads it.
+
+        An answer of the wrong shape fails the call with MalformedAnswer, retried like a lost
+        connection: never a halt, and nothing counts as done on it.
+        """
         started = time.perf_counter()
         try:
-            return fn(QueueUrl=self.url, **kwargs)
+            answer = fn(QueueUrl=self.url, **kwargs)
+        # botocore's parser walking an answer of the wrong shape ("Successful": "0")
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            raise answers.MalformedAnswer(f"{operation}: unreadable answer") from exc
         finally:
             metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        return answers.check(operation, answer)
 
-    def _call(self, operation: str, policy: str, fn: Callable[..., T], **kwargs: Any) -> T:
+    def _call(self, operation: str, policy: str, fn: Callable[..., Any],
+              **kwargs: Any) -> dict[str, Any]:
         try:
             return retrying.call(policy, self._timed, operation, fn, **kwargs)
         except Exception as exc:
@@ -421,8 +431,12 @@ def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:
     except QueueError:
         policy = None
     if policy:
-        arn = json.loads(policy).get("deadLetterTargetArn", "")
-        parts = arn.split(":")
+        try:
+            arn = json.loads(policy).get("deadLetterTargetArn", "")
+        # a RedrivePolicy that is not a JSON object: as if there were none
+        except (ValueError, AttributeError, RecursionError):
+            arn = ""
+        parts = arn.split(":") if isinstance(arn, str) else []
         if len(parts) == 6 and parts[5]:
             base = urlsplit(queue_url)
             return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.conftest import both_clients
-from tests.integration.stack import Stack, sample_events
+from tests.integration.rewriteproxy import RewriteProxy
+from tests.integration.stack import Stack, sample_events, unique_bodies
 
 GOOD = sample_events()[0]
 
@@ -86,3 +88,36 @@ def test_hand_written_hostile_bodies(stack: Stack) -> None:
 def test_generated_bodies_never_crash_and_are_all_accounted_for(stack: Stack,
                                                                 sent: list[str]) -> None:
     run_and_count(stack, sent)
+
+
+@both_clients
+def test_malformed_batch_answers_from_a_proxy_neither_halt_nor_lose(stack: Stack) -> None:
+    """Every third SendMessageBatch and DeleteMessageBatch answered 200 with a body of the
+    wrong shape (after SQS acted on it): the worker carries on, and after a clean drain every
+    valid event is stored once and every reject is in the DLQ."""
+    valid = unique_bodies(300, prefix="shape")
+    rejects = [f"not json {i}" for i in range(40)]
+    stack.send(valid + rejects)
+    proxy = RewriteProxy(4566, ("SendMessageBatch", "DeleteMessageBatch"),
+                         b'{"Successful": "0", "Failed": {"Id": 1}}')
+    try:
+        env = stack.env(LOGIN_ETL_QUEUE_URL=proxy.url_for(stack.queue_url),
+                        LOGIN_ETL_VISIBILITY_TIMEOUT="5", LOGIN_ETL_BATCH_SIZE="20",
+                        LOGIN_ETL_WAIT_TIME_SECONDS="1")
+        result = stack.cli("run", "--until-empty", env=env, check=False, timeout=180)
+    finally:
+        proxy.close()
+    print(f"  calls {proxy.calls}, rewritten {proxy.rewritten}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "worker_halted" not in result.stderr
+    assert proxy.rewritten.get("SendMessageBatch", 0) >= 1
+    assert proxy.rewritten.get("DeleteMessageBatch", 0) >= 3
+    # the clean drain: what the rewritten deletes left in flight comes back once visible
+    deadline = time.monotonic() + 60
+    while stack.depth() != {"visible": 0, "in_flight": 0, "delayed": 0}:
+        assert time.monotonic() < deadline, stack.depth()
+        stack.cli("run", "--until-empty", env=stack.env(LOGIN_ETL_VISIBILITY_TIMEOUT="5"))
+        time.sleep(1)
+    assert stack.count_rows() == len(valid)
+    assert stack.duplicate_rows() == 0
+    assert {m["Body"] for m in stack.receive_all(dlq=True)} == set(rejects)
