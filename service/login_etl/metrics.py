@@ -38,6 +38,10 @@ QUEUE_DEPTH = Gauge("login_etl_queue_messages", "Approximate queue depth", ["que
 LAST_COMMIT = Gauge(
     "login_etl_last_commit_timestamp_seconds", "Unix time of the last successful commit"
 )
+LEDGER_MAINTENANCE_FAILURES = Counter(
+    "login_etl_ledger_maintenance_failures",
+    "Ledger maintenance runs (days ahead, drops, packing) that failed",
+)
 # dependency: postgres | sqs.
 DEPENDENCY_UP = Gauge(
     "login_etl_dependency_up", "1 if the dependency answered its last check", ["dependency"]

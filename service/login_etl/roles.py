@@ -440,4 +440,5 @@ class Housekeeping(Role):
                              days_packed=done.days_packed, ids_packed=done.ids_packed,
                              keep_days=keep)
             except Exception as exc:
+                metrics.LEDGER_MAINTENANCE_FAILURES.inc()
                 log.warning("ledger_prune_failed", error=type(exc).__name__)

@@ -25,6 +25,7 @@ PREFIX = "LOGIN_ETL_"
 DEFAULT_QUEUE_URL = "http://localhost:4566/000000000000/login-queue"
 DEFAULT_DATABASE_URL = "postgresql://postgres:postgres@localhost:5432/postgres"
 MIN_KEY_BYTES = 32
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 
@@ -129,6 +130,9 @@ class Settings:
             raise ConfigError(f"{PREFIX}SQS_CLIENT must be 'lean' or 'boto3', got {self.sqs_client!r}")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'console'")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)},"
+                              f" got {self.log_level!r}")
         for name, url in (("QUEUE_URL", self.queue_url), ("DLQ_URL", self.dlq_url)):
             if url is not None:
                 parts = urlsplit(url)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack, free_port, http_get, metric_sum, wait_until
+from login_etl import ledger
+from tests.integration.stack import Stack, free_port, http_get, log_events, metric_sum, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +61,34 @@ def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
     finally:
         stop(worker)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+def test_failed_ledger_maintenance_is_counted(stack: Stack, tmp_path: Path) -> None:
+    """A role without CREATE cannot make the days ahead: housekeeping's maintenance fails,
+    and /metrics says so (before, one log line was all)."""
+    stack.cli("init-db")
+    today = ledger.today()
+    stack.query(f"DROP TABLE {ledger.partition_name(today + ledger.AHEAD_DAYS)}")
+    role = f"etl_nomaint_{uuid.uuid4().hex[:8]}"
+    stack.query(f"CREATE ROLE {role} LOGIN;"
+                f"GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO {role};"
+                f"GRANT SELECT ON login_etl_ledger_packed TO {role};"
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    port = free_port()
+    try:
+        url = stack.database_url.replace("postgres@", f"{role}@")
+        worker = stack.start(env=stack.env(LOGIN_ETL_DATABASE_URL=url,
+                                           LOGIN_ETL_HTTP_PORT=str(port)),
+                             log=tmp_path / "worker.log")
+        try:
+            wait_until(lambda: ready(port), 30, what="worker ready")
+            wait_until(lambda: metric_sum(scrape(port),
+                                          "login_etl_ledger_maintenance_failures_total") >= 1,
+                       30, interval=0.5, what="the maintenance failure counted")
+        finally:
+            stop(worker)
+        assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert any(e.get("event") == "ledger_prune_failed"
+                   for e in log_events(tmp_path / "worker.log"))
+    finally:
+        stack.query(f"DROP OWNED BY {role}; DROP ROLE {role}")

@@ -17,6 +17,7 @@ from tests.integration.stack import Stack
     ({"LOGIN_ETL_QUEUE_URL": "http://127.0.0.1:4566/000000000000/no-such-queue"},
      "queue does not exist"),
     ({"LOGIN_ETL_MASKING_MODE": "plain"}, "LOGIN_ETL_MASKING_MODE"),
+    ({"LOGIN_ETL_LOG_LEVEL": "loud"}, "LOGIN_ETL_LOG_LEVEL must be one of"),
     *[({"AWS_CA_BUNDLE": "/nonexistent/ca.pem", "LOGIN_ETL_SQS_CLIENT": client,
         "LOGIN_ETL_QUEUE_URL": "https://127.0.0.1:1/000000000000/q"}, "CA bundle not found")
       for client in ("lean", "boto3")],

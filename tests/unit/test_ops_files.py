@@ -67,3 +67,28 @@ def test_localstack_pins_are_documented() -> None:
                 f"`localstack-core` {core[1]}"):
         assert pin in testing, f"docs/testing.md does not name {pin}"
     assert core[1].startswith(image[1]), "the compose stand-in installs another version than the image tag"
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((ROOT / "config" / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    headings = anchors(ROOT / "docs" / "runbook.md")
+    rules = alert_rules()
+    assert len(rules) >= 9
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url", "")
+        path, _, anchor = url.partition("#")
+        assert path == "docs/runbook.md", f"{rule['alert']}: runbook_url {url!r}"
+        assert anchor == rule["alert"].lower() and anchor in headings, \
+            f"{rule['alert']}: no heading #{anchor} in docs/runbook.md"
+
+
+def test_every_alert_selects_the_job_the_manifests_produce() -> None:
+    for rule in alert_rules():
+        for selector in re.findall(r"(login_etl_\w+|\bup)\{([^}]*)\}", rule["expr"]):
+            assert 'job="login-etl"' in selector[1], f"{rule['alert']}: {selector}"
+        assert not re.search(r"login_etl_\w+(?![\w{])", rule["expr"]), \
+            f"{rule['alert']}: a metric without a job selector"

@@ -186,6 +186,8 @@ def test_the_pool_size() -> None:
     ({"LOGIN_ETL_SQS_CLIENT": "aiobotocore"},
      "LOGIN_ETL_SQS_CLIENT must be 'lean' or 'boto3', got 'aiobotocore'"),
     ({"LOGIN_ETL_LOG_FORMAT": "xml"}, "LOGIN_ETL_LOG_FORMAT must be 'json' or 'console'"),
+    ({"LOGIN_ETL_LOG_LEVEL": "loud"},
+     "LOGIN_ETL_LOG_LEVEL must be one of debug, info, warning, error, got 'loud'"),
     ({"LOGIN_ETL_DATABASE_URL": "postgres ql://p4ss@host"},
      "LOGIN_ETL_DATABASE_URL is not a PostgreSQL URL or connection string "
      "(postgresql://user@host:5432/db)"),
