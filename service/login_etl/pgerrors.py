@@ -8,6 +8,7 @@ The descriptions carry exception types and SQLSTATEs only, never a value.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import psycopg
 
@@ -42,6 +43,23 @@ def is_data_error(exc: BaseException) -> bool:
     So is text the driver cannot encode for the connection (UnicodeError, no SQLSTATE)."""
     return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
                       | UnicodeError)
+
+
+class ReadOnlySession(psycopg.errors.ReadOnlySqlTransaction):
+    """A pooled session the server said is read-only: every write on it would fail."""
+
+
+def read_only(conn: psycopg.Connection[Any]) -> bool:
+    """A session to a standby or one opened while its database was read-only: it stays so
+    whatever the server becomes, so it is dropped, not retried. Both parameters are reported
+    by the server (PostgreSQL 14+) at the start and on change: no round trip."""
+    return (conn.info.parameter_status("default_transaction_read_only") == "on"
+            or conn.info.parameter_status("in_hot_standby") == "on")
+
+
+def drops_session(exc: BaseException) -> bool:
+    """An error that condemns the session, not the server: read-only (25006)."""
+    return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
 
 
 def sqlstate(exc: BaseException) -> str:

@@ -62,7 +62,9 @@ def sqs_retryable(exc: BaseException) -> bool:
 def db_retryable(exc: BaseException) -> bool:
     if isinstance(exc, RetryAgain | psycopg_pool.PoolTimeout | psycopg.OperationalError):
         return True
-    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+    # A read-only database (25006) is one being failed over: an outage, not a refusal.
+    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
+                      | psycopg.errors.ReadOnlySqlTransaction)
 
 
 def describe(exc: BaseException) -> str:

@@ -22,9 +22,12 @@ from login_etl import ledger, metrics, retrying
 from login_etl.messages import COLUMNS, LoginEvent
 from login_etl.pgerrors import (
     DB_ERRORS,
+    ReadOnlySession,
     RefusedForGood,
     RowRefused,
     StoreError,
+    drops_session,
+    read_only,
     refused_for_good,
     translated,
     why_not,
@@ -90,6 +93,16 @@ def _reconnect_now(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
+def _usable(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check before each use: alive, and not a read-only session (after a failover
+    such a session stays read-only while the server is writable again), which the pool then
+    drops and replaces (a failed check given back open would be handed out again)."""
+    if read_only(conn):
+        conn.close()
+        raise ReadOnlySession()
+    ConnectionPool.check_connection(conn)
+
+
 class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2,
                  bounds: Bounds | None = None) -> None:
@@ -101,7 +114,7 @@ class Store:
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
-            check=ConnectionPool.check_connection,
+            check=_usable,
             reconnect_timeout=RECONNECT_SECONDS, reconnect_failed=_reconnect_now,
         )
 
@@ -150,9 +163,16 @@ class Store:
         Every statement of the store runs in one: a read alone would otherwise carry no
         statement_timeout at all behind PgBouncer.
         """
-        with self.pool.connection(timeout=timeout) as conn, conn.transaction():
-            conn.execute(self._bounds_sql)
-            yield conn
+        with self.pool.connection(timeout=timeout) as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(self._bounds_sql)
+                    yield conn
+            except psycopg.Error as exc:
+                # Closed, the pool drops it and connects anew instead of handing it out again.
+                if drops_session(exc):
+                    conn.close()
+                raise
 
     def init_schema(self, keep_days: int = ledger.DEFAULT_KEEP_DAYS) -> None:
         """The tables and the ledger's days (ledger.init); a role without CREATE can run
@@ -194,9 +214,12 @@ class Store:
             raise error from exc
 
     def ping(self) -> bool:
+        """Whether a write could commit now: a read-only database answers, and is still down."""
         try:
             with self.bounded(timeout=2) as conn:
-                conn.execute("SELECT 1")
+                row = conn.execute("SELECT current_setting('transaction_read_only')").fetchone()
+                if not row or row[0] != "off":
+                    raise ReadOnlySession()
             return True
         except Exception:
             return False

@@ -46,6 +46,8 @@ BOTO_RETRIED = {
 # not available), operator intervention (57: admin shutdown, query canceled), system (58) ...
 PG_RETRIED_CLASSES = {"08", "27", "28", "2F", "38", "39", "3B", "40", "53", "54", "55", "57",
                       "58", "F0", "HV"}
+# A read-only database (a failover in progress) is waited for like an outage.
+PG_RETRIED_CODES = {"25006"}
 # (operation, attempts in all, the first included)
 ATTEMPTS = [("receive", 4), ("delete", 6), ("dlq_send", 6), ("visibility", 4),
             ("queue_attributes", 3), ("send", 6), ("connect", 5), ("commit", 5)]
@@ -139,7 +141,8 @@ def test_retry_again_is_retried_by_both() -> None:
                          ids=lambda c: f"{c.sqlstate}-{c.__name__}")
 def test_each_psycopg_class_by_its_sqlstate(cls: type[psycopg.Error]) -> None:
     assert cls.sqlstate is not None
-    assert db_retryable(cls()) is (cls.sqlstate[:2] in PG_RETRIED_CLASSES)
+    assert db_retryable(cls()) is (cls.sqlstate[:2] in PG_RETRIED_CLASSES
+                                   or cls.sqlstate in PG_RETRIED_CODES)
 
 
 @pytest.mark.parametrize(("exc", "retried"), [
