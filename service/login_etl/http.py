@@ -5,12 +5,17 @@ Read-only: a probe must never be able to change data or block the worker. Only G
 are answered; any other method gets 405.
 
 Bounded whatever clients do: one selector thread owns every connection, reads request heads
-without blocking and answers the probes and /metrics itself (they read memory only); the
-status page's routes, which may read SQS and Postgres on a cache miss, run on PAGE_THREADS
-threads. At most MAX_CONNECTIONS are open (the one nearest its deadline is closed to admit a
-new one), a request head must arrive within READ_TIMEOUT_SECONDS of the connection opening or
-of the previous answer (so idle and trickling connections are closed), and an answer the
-client does not take within WRITE_TIMEOUT_SECONDS is dropped with its connection.
+without blocking and answers the probes and /metrics itself (they read memory only; the
+metrics page is rendered at most once per METRICS_MAX_AGE_SECONDS); the status page's routes,
+which may read SQS and Postgres on a cache miss, run on PAGE_THREADS threads. A connection
+gets at most REQUESTS_PER_TURN answers before every other connection has had its turn, so a
+pipelining client cannot hold the probes back. At most MAX_CONNECTIONS are open and a new one
+always gets a slot (a waiting connection nearest its deadline is closed for it, else the one
+holding its slot longest), a request head must arrive within READ_TIMEOUT_SECONDS of the
+connection opening or of the previous answer (so idle and trickling connections are closed),
+and an answer the client does not take within WRITE_TIMEOUT_SECONDS is dropped with its
+connection. A head over MAX_HEAD_BYTES, a malformed header line, and repeated or conflicting
+framing headers (Content-Length, Transfer-Encoding) are answered with an error and a close.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ MAX_HEAD_BYTES = 16_384
 READ_TIMEOUT_SECONDS = 10.0
 WRITE_TIMEOUT_SECONDS = 10.0
 PAGE_THREADS = 2
+REQUESTS_PER_TURN = 4
+METRICS_MAX_AGE_SECONDS = 0.2
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FRAMING = ("content-length", "transfer-encoding")
 # Answered on the selector thread: they read the worker's memory only, never a dependency.
 INLINE = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -69,8 +78,15 @@ def routes(health: Health, status: StatusPage | None = None) -> dict[str, Route]
                                              "postgres": db, "sqs": sqs,
                                              "seconds_since_success": health.ages()})
 
+    # (rendered at, page): the selector thread alone calls metrics_page
+    rendered: list[Any] = [float("-inf"), b""]
+
     def metrics_page() -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, generate_latest()
+        # A client asking for it as fast as it reads must not cost a rendering each time.
+        now = time.monotonic()
+        if now - rendered[0] >= METRICS_MAX_AGE_SECONDS:
+            rendered[:] = [now, generate_latest()]
+        return 200, CONTENT_TYPE_LATEST, rendered[1]
 
     table = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_page}
     if status is not None:
@@ -104,12 +120,17 @@ def _run_route(route: Route) -> tuple[int, str, bytes]:
         return _json(500, {"error": type(exc).__name__})
 
 
+def _is_token(name: str) -> bool:
+    return bool(name) and name.isascii() and not name.encode("ascii").translate(None, _TOKEN)
+
+
 class _Conn:
-    __slots__ = ("busy", "close_after", "closed", "deadline", "events", "inbuf", "outbuf",
-                 "sock")
+    __slots__ = ("busy", "close_after", "closed", "deadline", "events", "inbuf", "opened",
+                 "outbuf", "sock")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.opened = time.monotonic()
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.deadline = deadline
@@ -135,6 +156,9 @@ class Server:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
         self._conns: set[_Conn] = set()
+        # Connections with more requests buffered than their turn answered (reading paused):
+        # served again, in order, after the next select.
+        self._backlog: dict[_Conn, None] = {}
         self._jobs: queue.Queue[tuple[_Conn, Route, bool, bool] | None] = queue.Queue()
         self._done: deque[tuple[_Conn, bytes, bool]] = deque()
         self._stopped = False
@@ -168,7 +192,7 @@ class Server:
     def _loop(self) -> None:
         while not self._stopped:
             timeout = self._expire(time.monotonic())
-            for key, mask in self._selector.select(timeout):
+            for key, mask in self._selector.select(0 if self._backlog else timeout):
                 if key.data is None:
                     self._accept()
                 elif key.data is self._wake_r:
@@ -185,6 +209,13 @@ class Server:
                         # one connection's surprise must not end the port for all the others
                         log.warning("http_connection_failed", error=type(exc).__name__)
                         self._close(conn)
+            backlog, self._backlog = self._backlog, {}
+            for conn in backlog:
+                try:
+                    self._serve(conn)
+                except Exception as exc:
+                    log.warning("http_connection_failed", error=type(exc).__name__)
+                    self._close(conn)
 
     def _expire(self, now: float) -> float:
         """Close connections past their deadline; the wait until the next one (at most 1 s)."""
@@ -216,11 +247,16 @@ class Server:
             self._want(conn, selectors.EVENT_READ)
 
     def _evict(self) -> bool:
-        """Close the waiting connection nearest its deadline to make room for a new one."""
+        """Make room for a new connection (a probe must always find a slot): close the waiting
+        connection nearest its deadline, else the one that has held its slot longest (on a
+        page thread or with an answer its client does not take)."""
         waiting = [c for c in self._conns if not c.busy and not c.outbuf]
-        if not waiting:
+        if waiting:
+            self._close(min(waiting, key=lambda c: c.deadline))
+        elif self._conns:
+            self._close(min(self._conns, key=lambda c: c.opened))
+        else:
             return False
-        self._close(min(waiting, key=lambda c: c.deadline))
         return True
 
     def _read(self, conn: _Conn) -> None:
@@ -236,41 +272,50 @@ class Server:
         conn.inbuf += data
 
     def _serve(self, conn: _Conn) -> None:
-        """Answer the complete requests in the buffer, one at a time, while answers leave at
-        once; reading resumes only when all are answered, so the buffer stays bounded."""
-        while not (conn.closed or conn.busy or conn.outbuf) and self._request(conn):
+        """Answer up to REQUESTS_PER_TURN complete requests of the buffer, one at a time, while
+        answers leave at once. With more buffered, reading pauses and the connection waits in
+        the backlog for its next turn, after every other ready connection's: the buffer stays
+        bounded and no client holds the probes back."""
+        for _ in range(REQUESTS_PER_TURN):
+            if conn.closed or conn.busy or conn.outbuf:
+                return
+            if not self._request(conn):
+                self._want(conn, selectors.EVENT_READ)
+                return
             if conn.outbuf:
                 self._flush(conn)
+        if not (conn.closed or conn.busy or conn.outbuf):
+            self._want(conn, 0)
+            self._backlog[conn] = None
 
     def _request(self, conn: _Conn) -> bool:
         """Take the first request off the buffer and answer it (or hand it to a page thread);
         False when no whole request head is there yet."""
-        end = conn.inbuf.find(b"\r\n\r\n")
+        # Searched within the head limit only: the limit holds however much is buffered.
+        inbuf = conn.inbuf
+        end = inbuf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
         size = 4
-        bare = conn.inbuf.find(b"\n\n")
+        bare = inbuf.find(b"\n\n", 0, MAX_HEAD_BYTES + 2)
         if bare >= 0 and (end < 0 or bare < end):
             end, size = bare, 2
-        if end < 0:
-            if len(conn.inbuf) <= MAX_HEAD_BYTES:
+        if end < 0 or end + size > MAX_HEAD_BYTES:
+            if end < 0 and len(inbuf) <= MAX_HEAD_BYTES:
                 return False
             self._reply(conn, *_json(431, {"error": "request head too large"}), head=False,
                         keep_alive=False)
             return True
-        head = bytes(conn.inbuf[:end]).decode("latin-1")
-        del conn.inbuf[:end + size]
+        head = bytes(inbuf[:end]).decode("latin-1")
+        del inbuf[:end + size]
         request_line, *header_lines = head.lstrip("\r\n").split("\n")
         parts = request_line.strip().split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        fields = _fields(header_lines)
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or fields is None:
             self._reply(conn, *_json(400, {"error": "bad request"}), head=False, keep_alive=False)
             return True
         method, target, version = parts
-        fields: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            fields[name.strip().lower()] = value.strip().lower()
         tokens = {t.strip() for t in fields.get("connection", "").split(",")}
         keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
-        if fields.get("content-length", "0") not in ("", "0") or "transfer-encoding" in fields:
+        if fields.get("content-length", "0") != "0" or "transfer-encoding" in fields:
             # A request body is never read: answering and closing keeps the framing honest.
             keep_alive = False
         if method not in ("GET", "HEAD"):
@@ -340,7 +385,9 @@ class Server:
     def _page_worker(self) -> None:
         while (job := self._jobs.get()) is not None:
             conn, route, head, keep_alive = job
-            status, content_type, body = _run_route(route)
+            # closed meanwhile (evicted for a new connection, or the server stopping)
+            status, content_type, body = ((0, "", b"") if conn.closed
+                                          else _run_route(route))
             self._done.append((conn, _answer(status, content_type, body, head=head,
                                              keep_alive=keep_alive), keep_alive))
             self._wake()
@@ -363,6 +410,26 @@ class Server:
             conn.deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
             self._flush(conn)
             self._serve(conn)
+
+
+def _fields(lines: list[str]) -> dict[str, str] | None:
+    """Header fields, names lowercased, values stripped and lowercased; None for a head that
+    cannot be framed for sure: a line that is not `token: value` (a space before the colon,
+    obsolete folding), a framing header repeated or both at once, a Content-Length that is
+    not plain digits. A proxy in front could read such a head otherwise and hide a request
+    in another one's body."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.rstrip("\r").partition(":")
+        key = name.lower()
+        if not sep or not _is_token(name) or (key in _FRAMING and key in fields):
+            return None
+        fields[key] = value.strip().lower()
+    length = fields.get("content-length")
+    if length is not None and ("transfer-encoding" in fields or not (
+            0 < len(length) <= 10 and length.isascii() and length.isdigit())):
+        return None
+    return fields
 
 
 def serve(port: int, table: dict[str, Route], host: str = "0.0.0.0") -> Server:

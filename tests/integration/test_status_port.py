@@ -3,6 +3,7 @@ stays put, the pipeline keeps committing, and the held connections are closed by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -93,6 +94,70 @@ def test_300_idle_connections_leave_probes_threads_and_commits_alone(stack: Stac
     finally:
         stop_sending.set()
         for sock in held:
+            sock.close()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except Exception:
+                worker.kill()
+    assert worker.returncode == 0, log.read_text()[-3000:]
+
+
+def test_a_client_pipelining_metrics_leaves_the_probes_and_the_pipeline_alone(
+        stack: Stack, tmp_path: Path) -> None:
+    """One client pipelining GET /metrics as fast as it reads its answers: /healthz within the
+    kubelet's 1 s in at least 11 of 12 probes, and rows keep being committed."""
+    port = free_port()
+    env = stack.env(LOGIN_ETL_HTTP_PORT=str(port), LOGIN_ETL_POLLERS="2",
+                    LOGIN_ETL_WAIT_TIME_SECONDS="1", LOGIN_ETL_BATCH_SIZE="50")
+    log = tmp_path / "worker.log"
+    stack.send(unique_bodies(6000, prefix="m"))
+    worker = stack.start(env=env, log=log)
+    stop = threading.Event()
+    answered = [0]
+    sock: socket.socket | None = None
+    try:
+        wait_until(lambda: worker.poll() is not None or answers(port),
+                   30, what="the worker's HTTP port")
+        assert worker.poll() is None, log.read_text()[-3000:]
+        wait_until(lambda: stack.count_rows() > 0, 30, what="first rows")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client = sock
+
+        def pipeline() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+
+        def read() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.is_set() and (chunk := client.recv(1 << 20)):
+                    answered[0] += chunk.count(b"HTTP/1.1 200")
+
+        for target in (pipeline, read):
+            threading.Thread(target=target, daemon=True).start()
+        time.sleep(1)
+        rows_before = stack.count_rows()
+        latencies = []
+        for _ in range(12):
+            started = time.monotonic()
+            try:
+                ok = http_get(port, "/healthz", timeout=1)[0] == 200
+            except OSError:
+                ok = False
+            latencies.append(time.monotonic() - started if ok else float("inf"))
+            time.sleep(0.25)
+        rows_grown = stack.count_rows() - rows_before
+        within = sum(latency < 1.0 for latency in latencies)
+        print(f"  pipelining /metrics ({answered[0]} answered): /healthz within 1 s "
+              f"{within}/12, max {max(latencies) * 1000:.1f} ms, rows +{rows_grown}")
+        assert within >= 11
+        assert rows_grown > 0
+        assert answered[0] > 100
+    finally:
+        stop.set()
+        if sock is not None:
             sock.close()
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

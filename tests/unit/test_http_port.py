@@ -3,6 +3,7 @@ routes never cost a thread each, and the probes keep answering (real sockets on 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -159,3 +160,110 @@ def test_connections_beyond_the_cap_evict_the_oldest_waiting(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_a_client_pipelining_metrics_does_not_hold_back_healthz(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def costly_metrics() -> tuple[int, str, bytes]:
+        # a rendering that costs a millisecond of the selector thread
+        until = time.perf_counter() + 0.001
+        while time.perf_counter() < until:
+            pass
+        return 200, "text/plain", b"m" * 6000
+
+    srv = port.serve(0, {**port.routes(Health()), "/metrics": costly_metrics}, host="127.0.0.1")
+    stop = threading.Event()
+    sock = socket.create_connection(srv.server_address, timeout=5)
+    answers = [0]
+
+    def pipeline() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and (chunk := sock.recv(1 << 20)):
+                answers[0] += chunk.count(b"HTTP/1.1 200")
+
+    threads = [threading.Thread(target=pipeline, daemon=True),
+               threading.Thread(target=read, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        latencies = []
+        for _ in range(12):
+            started = time.monotonic()
+            assert get(srv, "/healthz", timeout=5)[0] == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+        print(f"  /healthz max {max(latencies) * 1000:.1f} ms, {answers[0]} /metrics answered")
+        assert max(latencies) < 0.1
+        assert answers[0] > 100
+    finally:
+        stop.set()
+        sock.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_probe_finds_a_slot_when_every_connection_is_busy(
+        server: port.Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(port, "MAX_CONNECTIONS", 8)
+    slow = [socket.create_connection(server.server_address, timeout=5) for _ in range(8)]
+    try:
+        for sock in slow:
+            # on a page thread (or queued for one) until the gate opens
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        assert get(server, "/healthz")[0] == 200
+        assert server.open_connections() <= 8
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def raw_answer(srv: port.Server, request: bytes) -> bytes:
+    sock = socket.create_connection(srv.server_address, timeout=5)
+    try:
+        sock.sendall(request)
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65_536):
+                data += chunk
+        return data
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Length: 0\r\nContent-Length: 5\r\n",
+    b"Content-Length: 5\r\nContent-Length: 5\r\n",
+    b"Content-Length: 0, 5\r\n",
+    b"Content-Length: +5\r\n",
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+    b"Content-Length : 5\r\n",
+    b"X: a\r\n Content-Length: 5\r\n",
+    b"no colon here\r\n",
+])
+def test_framing_that_could_hide_a_request_is_refused_and_closed(server: port.Server,
+                                                                  headers: bytes) -> None:
+    smuggled = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+                      + smuggled)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert data.count(b"HTTP/1.1") == 1
+    assert b"Connection: close" in data
+
+
+def test_the_head_limit_holds_when_the_whole_head_is_buffered(server: port.Server) -> None:
+    data = raw_answer(server, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 60_000
+                      + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 431 ")
+    # just under the limit is still answered
+    filler = port.MAX_HEAD_BYTES - 200
+    data = raw_answer(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\nX-Big: "
+                      + b"a" * filler + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 ")
