@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 import threading
+import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import Any
 import click
 
 from login_etl import __version__, ledger, logs
+from login_etl.fifo import group_of_event, valid_id
 from login_etl.invocation import EXIT_REFUSED, EXIT_UNAVAILABLE, Context, fail
 from login_etl.masking import Masker, UnmaskError
 from login_etl.queue import QueueError
@@ -249,23 +251,46 @@ def read_events(path: Path | None) -> Iterator[str]:
 @click.option("--sample", is_flag=True, help="Send the bundled 100-event sample.")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
               help="Send the events this many times.")
+@click.option("--group-by", "group_by", metavar="FIELD", default="user_id", show_default=True,
+              help="FIFO queue: the event field whose value is the message group.")
+@click.option("--group-id", "group_id", metavar="ID",
+              help="FIFO queue: send every event in this one group instead.")
 @pass_context
-def load(obj: Context, file: Path | None, sample: bool, repeat: int) -> None:
-    """Send events from FILE (JSON array, JSON lines, .gz) or the sample to the source queue."""
+def load(obj: Context, file: Path | None, sample: bool, repeat: int, group_by: str,
+         group_id: str | None) -> None:
+    """Send events from FILE (JSON array, JSON lines, .gz) or the sample to the source queue.
+
+    Into a FIFO queue each event goes in a message group (its user_id unless told otherwise)
+    with a deduplication id of its own, in order (one batch at a time).
+    """
     if (file is None) == (not sample):
         fail("give either FILE or --sample")
+    if group_id is not None and not valid_id(group_id):
+        fail("--group-id must be 1-128 characters of letters, digits and ASCII punctuation")
     bodies = list(read_events(None if sample else file)) * repeat
     source = obj.source()
     obj.check_queue(source)
+    if not source.fifo and (group_id is not None or group_by != "user_id"):
+        fail(f"--group-by and --group-id are for FIFO queues; {source.url} is a standard queue")
+    groups = dedup = None
+    if source.fifo:
+        groups = [group_id or group_of_event(body, group_by) for body in bodies]
+        # Unique per event of this run, the same on a retried send (SQS keeps one of them).
+        run = uuid.uuid4().hex
+        dedup = [f"{run}-{i}" for i in range(len(bodies))]
     starts = range(0, len(bodies), 10)
     sent = 0
     refused: list[int] = []
     show = len(bodies) >= 5000
 
     def send(start: int) -> list[int]:
-        return [start + i for i in source.send_messages(bodies[start:start + 10])]
+        end = start + 10
+        return [start + i for i in source.send_messages(
+            bodies[start:end], groups=groups and groups[start:end],
+            dedup_ids=dedup and dedup[start:end])]
 
-    with ThreadPoolExecutor(4) as pool:
+    # A FIFO queue keeps the order of sends: one batch after the other.
+    with ThreadPoolExecutor(1 if source.fifo else 4) as pool:
         for start, failed in zip(starts, pool.map(send, starts), strict=True):
             refused += failed
             sent += min(10, len(bodies) - start) - len(failed)

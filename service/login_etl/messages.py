@@ -42,6 +42,8 @@ class Received:
     # day of the message it stands for; on a DLQ hand-off the day its origin was filed under.
     redrive_day: int | None = None
     origin_day: int | None = None
+    # On a FIFO queue: the message's group, kept by its DLQ hand-off and redriven copy.
+    group_id: str | None = None
 
     @property
     def day(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from login_etl import metrics, retrying
+from login_etl.fifo import DEFAULT_GROUP, dedup_id, group_of_received, is_fifo
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.settings import ConfigError, Settings
@@ -37,6 +39,9 @@ _CONTENT_REFUSALS = ("BatchRequestTooLong", "MessageTooLong", "RequestEntityTooL
 # Unsealed or foreign values are ignored: any producer can set attributes.
 ORIGIN_ATTRIBUTE = "login_etl_origin"
 REDRIVE_ATTRIBUTE = "login_etl_redrive_of"
+# The system attributes a receive asks for; a FIFO queue adds each message's group.
+_RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
+_FIFO_RECEIVE_ATTRIBUTES = [*_RECEIVE_ATTRIBUTES, "MessageGroupId"]
 
 
 class SqsApi(Protocol):
@@ -49,7 +54,8 @@ class SqsApi(Protocol):
 
     def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
                         VisibilityTimeout: int, MessageSystemAttributeNames: list[str],
-                        MessageAttributeNames: list[str]) -> dict[str, Any]: ...
+                        MessageAttributeNames: list[str],
+                        ReceiveRequestAttemptId: str = ...) -> dict[str, Any]: ...
 
     def delete_message_batch(self, *, QueueUrl: str,
                              Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
@@ -174,6 +180,7 @@ class Queue:
         self.url = url
         self.label = label
         self.sealer = sealer
+        self.fifo = is_fifo(url)
 
     def _unseal(self, marks: Any, name: str) -> str | None:
         """The ledger id sealed in one of our attributes, else None; never raises.
@@ -219,12 +226,19 @@ class Queue:
 
     def receive(self, wait_seconds: int, visibility_timeout: int,
                 max_messages: int = MAX_BATCH) -> list[Received]:
+        """One receive. On a FIFO queue it carries a ReceiveRequestAttemptId, the same on each
+        retry of this receive: a retry after a lost answer gets the same messages back instead
+        of leaving them (and so their groups) hidden for a visibility timeout."""
+        fifo: dict[str, Any] = {}
+        if self.fifo:
+            fifo["ReceiveRequestAttemptId"] = uuid.uuid4().hex
         response = self._call(
             "receive_message", "receive", self.client.receive_message,
             MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
-            MessageAttributeNames=[REDRIVE_ATTRIBUTE, ORIGIN_ATTRIBUTE],
+            MessageSystemAttributeNames=_FIFO_RECEIVE_ATTRIBUTES if self.fifo
+            else _RECEIVE_ATTRIBUTES,
+            MessageAttributeNames=[REDRIVE_ATTRIBUTE, ORIGIN_ATTRIBUTE], **fifo,
         )
         now_ms = int(time.time() * 1000)
         received = []
@@ -242,6 +256,7 @@ class Queue:
                 receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
                 origin=origin, redrive_day=redrive_day if redrive_of else None,
                 origin_day=origin_day,
+                group_id=group_of_received(attributes) if self.fifo else None,
             ))
         return received
 
@@ -329,14 +344,25 @@ class Queue:
 
     def send_messages(self, bodies: Sequence[str],
                       attributes: Sequence[dict[str, Any]] | None = None,
-                      policy: str = "send") -> list[int]:
+                      policy: str = "send", *, groups: Sequence[str | None] | None = None,
+                      dedup_ids: Sequence[str] | None = None) -> list[int]:
         """SendMessageBatch with per-entry retries; the positions SQS refused for good (e.g. a
-        message over its size limit). A transient failure raises QueueError."""
+        message over its size limit). A transient failure raises QueueError.
+
+        On a FIFO queue every entry carries a MessageGroupId (`groups`, DEFAULT_GROUP where
+        missing) and a MessageDeduplicationId (`dedup_ids`, required): a retried entry has the
+        same one, so SQS absorbs a send whose answer was lost. A standard queue ignores both.
+        """
+        if self.fifo and (dedup_ids is None or len(dedup_ids) != len(bodies)):
+            raise ValueError("a FIFO queue needs a deduplication id per message")
         entries = []
         for i, body in enumerate(bodies):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
             if attributes is not None and attributes[i]:
                 entry["MessageAttributes"] = attributes[i]
+            if self.fifo:
+                entry["MessageGroupId"] = (groups[i] if groups else None) or DEFAULT_GROUP
+                entry["MessageDeduplicationId"] = dedup_ids[i]  # type: ignore[index]
             entries.append(entry)
         failed = self._batch("send_message_batch", policy, self.client.send_message_batch, entries)
         return sorted(int(e["Id"]) for e in failed)
@@ -358,8 +384,10 @@ class Queue:
             return attrs
 
         try:
-            failed = self.send_messages([m.body for m, _ in rejected],
-                                        [marks(m, reason) for m, reason in rejected], "dlq_send")
+            failed = self.send_messages(
+                [m.body for m, _ in rejected], [marks(m, reason) for m, reason in rejected],
+                "dlq_send", groups=[m.group_id for m, _ in rejected],
+                dedup_ids=[dedup_id("dlq", m.message_id) for m, _ in rejected])
         except QueueError as exc:
             exc.delivered = [rejected[int(i)][0].message_id for i in exc.delivered]
             raise
@@ -440,7 +468,11 @@ def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:
         if len(parts) == 6 and parts[5]:
             base = urlsplit(queue_url)
             return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"
-    return queue_url.rstrip("/") + "-dlq"
+    url = queue_url.rstrip("/")
+    # A FIFO queue's DLQ must be FIFO too, and a FIFO queue's name ends in .fifo.
+    if is_fifo(url):
+        return url[:-len(".fifo")] + "-dlq.fifo"
+    return url + "-dlq"
 
 
 def dated(ledger_id: str, day: int) -> str:

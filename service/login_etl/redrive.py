@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from login_etl.fifo import dedup_id
 from login_etl.messages import Received
 from login_etl.queue import MAX_BATCH, REDRIVE_ATTRIBUTE, Queue, QueueError, dated
 
@@ -61,12 +62,17 @@ def redrive(dlq: Queue, source: Queue, limit: int | None = None,
                 empty += 1
                 continue
             empty = 0
+            ids = [_redrive_id(m) for m in batch]
+            # Into a FIFO source: each copy in its message's group, deduplicated by the id it
+            # is filed under (a copy sent twice by an interrupted redrive is kept once).
             failed = set(source.send_messages(
                 [m.body for m in batch],
                 [{REDRIVE_ATTRIBUTE: {
                     "DataType": "String",
-                    "StringValue": dlq.sealer.seal(_redrive_id(m)),
-                }} for m in batch]))
+                    "StringValue": dlq.sealer.seal(ledger_id),
+                }} for ledger_id in ids],
+                groups=[m.group_id for m in batch],
+                dedup_ids=[dedup_id("redrive", ledger_id) for ledger_id in ids]))
             refused += [m for i, m in enumerate(batch) if i in failed]
             copied = [m for i, m in enumerate(batch) if i not in failed]
             # Copied but still in the DLQ: say so, do not count them as moved.

@@ -379,7 +379,8 @@ class RedriveSource:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send_messages(self, bodies: Sequence[str], attributes: Any = None) -> list[int]:
+    def send_messages(self, bodies: Sequence[str], attributes: Any = None,
+                      **fifo: Any) -> list[int]:
         self.sent += bodies
         return []
 
