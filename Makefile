@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test venv services lint unit integration compose-test bench bench-capacity bench-ledger mutate clean
+.PHONY: test venv services lint unit integration compose-test bench bench-capacity bench-ledger profile mutate clean
 
 test: venv services lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests; rc=$$?; \
@@ -46,6 +46,11 @@ bench: venv services
 # Capacity figures for docs/scaling.md: writers direct and through PgBouncer, the worker's CPU.
 bench-capacity: venv services
 	$(BIN)/python benchmarks/capacity.py
+
+# Where the worker's CPU goes per message, by stage (py-spy under load; docs/performance.md).
+profile: venv services
+	$(BIN)/pip install -q 'py-spy>=0.3.14' 2>&1 | grep -v '^WARNING' || true
+	$(BIN)/python benchmarks/profile.py
 
 # The ledger before/after: bytes per message, Postgres CPU per row, pruning 1M vs 10M ids.
 bench-ledger: venv services

@@ -183,6 +183,9 @@ class ChildRun:
     max_rss_mb: float
     returncode: int
     stderr_path: Path
+    # cpu_seconds split: in the process itself (user) and in the kernel on its behalf (system).
+    user_seconds: float = 0.0
+    system_seconds: float = 0.0
 
     def lines(self) -> list[dict[str, Any]]:
         return list(json_lines(self.stderr_path))
@@ -207,7 +210,7 @@ def run_child(argv: Sequence[str], env: dict[str, str], stderr_path: Path,
         out.close()  # type: ignore[union-attr]
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ChildRun(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                    proc.returncode, stderr_path)
+                    proc.returncode, stderr_path, usage.ru_utime, usage.ru_stime)
 
 
 def etl_env(source: str, dlq: str, db: str, extra: dict[str, str]) -> dict[str, str]:

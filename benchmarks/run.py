@@ -16,6 +16,8 @@ empty), 1 otherwise; a missed target is reported, not an error (unless --strict)
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=("throughput", "seed", "db", "latency"),
                         help="run one part (for tuning; the table needs all)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run login-etl as of git revision REV in every throughput "
+                        "round (old and new alternate), and print both")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.seed_messages, args.db_events = 1_000, 100, 5_000
@@ -63,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         ceilings: list[Throughput] = []
         etls: list[Throughput] = []
+        olds: list[Throughput] = []
+        old_env = dict(extra, PYTHONPATH=str(_checkout(args.baseline, work))) if args.baseline \
+            else {}
         seeds: list[Throughput] = []
         db = Throughput(1, 1, 1)
         latency = {"p50": 0.0, "p99": 0.0, "max": 0.0, "rate": 0.0, "commit_p99": 0.0,
@@ -74,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ceilings.append(measure_ceiling(sqs, bodies, work))
                 _progress(f"round {i}: ceiling {ceilings[-1].rate:,.0f} msg/s, "
                           f"{ceilings[-1].per_cpu:,.0f} msg/CPU-s")
-                etls.append(measure_etl(sqs, bodies, work, extra))
-                _progress(f"round {i}: login-etl {etls[-1].rate:,.0f} msg/s, "
-                          f"{etls[-1].per_cpu:,.0f} msg/CPU-s, {etls[-1].max_rss_mb:.0f} MB")
+                order = [("login-etl", etls, extra), ("baseline", olds, old_env)]
+                for name, runs, env in order[::1 if i % 2 else -1]:
+                    if env is old_env and not args.baseline:
+                        continue
+                    runs.append(measure_etl(sqs, bodies, work, env))
+                    _progress(f"round {i}: {name} {runs[-1].rate:,.0f} msg/s, "
+                              f"{runs[-1].per_cpu:,.0f} msg/CPU-s, {runs[-1].max_rss_mb:.0f} MB")
             if args.only in (None, "seed"):
                 seeds.append(measure_seed(sqs, seed_bodies))
                 _progress(f"round {i}: seed-style {seeds[-1].rate:,.1f} msg/s")
@@ -88,10 +100,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             _progress(f"latency: p50 {latency['p50'] * 1000:.0f} ms, "
                       f"p99 {latency['p99'] * 1000:.0f} ms at {latency['rate']:,.0f} msg/s sent; "
                       f"LocalStack busy {latency['localstack_cpu']:.0%} of a core")
+        if olds:
+            _compare(ceilings, etls, olds)
         if args.only:
             return 0
         met = report(args, ceilings, etls, seeds, db, latency)
     return 1 if args.strict and not met else 0
+
+
+def _checkout(rev: str, work: Path) -> Path:
+    """The service/ tree of a git revision, unpacked under work: the baseline's import path."""
+    root = Path(__file__).resolve().parents[1]
+    target = work / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "service"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "service"
+
+
+def _compare(ceilings: list[Throughput], etls: list[Throughput], olds: list[Throughput]) -> None:
+    """Old and new side by side: medians of the alternating rounds, each against the bare
+    loop's messages per CPU-second of the same rounds."""
+    bare = statistics.median(r.per_cpu for r in ceilings)
+    print("\nbaseline and login-etl, alternating (medians of the rounds)")
+    print(f"  {'run':<12}{'msg/s':>9}{'CPU s':>8}{'msg/CPU-s':>11}{'/ bare loop':>13}{'RSS MB':>8}")
+    for name, runs in (("baseline", olds), ("login-etl", etls)):
+        per_cpu = statistics.median(r.per_cpu for r in runs)
+        print(f"  {name:<12}{statistics.median(r.rate for r in runs):>9,.0f}"
+              f"{statistics.median(r.cpu_seconds for r in runs):>8.2f}{per_cpu:>11,.0f}"
+              f"{per_cpu / bare:>12.2f}x{max(r.max_rss_mb for r in runs):>8.1f}")
 
 
 def _default_batch_size() -> int:

@@ -7,8 +7,28 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
-import structlog
+
+def _import_structlog() -> Any:
+    """structlog without rich: structlog.dev imports rich at its own import when rich is
+    installed (for console tracebacks), a sixth of the worker's start-up imports. Tracebacks are
+    rendered to plain text by format_exc_info before any renderer sees them, so rich would
+    never draw one here; `login-etl watch` imports rich when it draws."""
+    if "rich" in sys.modules:
+        import structlog
+
+        return structlog
+    # None in sys.modules makes `import rich` raise ImportError, which structlog.dev expects.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
+    return structlog
+
+
+structlog = _import_structlog()
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}

@@ -1,0 +1,160 @@
+"""Where the worker's CPU goes, per message and by stage: a sampling profile under load.
+
+    python benchmarks/profile.py [--messages 20000] [--rate 250] [--out build/profile]
+
+`login-etl run --until-empty` drains --messages messages twice through LocalStack, each time
+on a fresh queue and database: once alone, for its CPU time (user+sys from wait4, start-up
+and shutdown included), once under py-spy (a sampling profiler outside the process; only
+threads on a CPU are sampled), for the proportions. Each sampled stack is put in one stage
+(STAGES, first match from the leaf up, within the thread's role), and a stage's share of the
+samples times the CPU of the unprofiled run, over the messages, is its microseconds per
+message. The raw stacks stay in --out (worker.txt; `py-spy` renders them as a flame graph:
+https://github.com/brendangregg/FlameGraph on the `collapsed` lines).
+
+Sampling is statistical: at 250 samples a second a 20,000-message run yields some thousands
+of samples, so a stage under ~1 % of them (~1-2 µs a message) is within its noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import ETL, ChildRun, database, etl_env, event_bodies, fill, queues, run_child, sqs_client
+
+# (stage, pattern over "function (file)" frames). The first stage whose pattern matches a frame
+# of the stack, looking from the innermost frame outwards, takes the sample; ROLE_STAGES
+# decides from the thread's outermost role frame when nothing below matched.
+STAGES: list[tuple[str, str]] = [
+    ("start-up: imports", r"_find_and_load|<frozen importlib"),
+    ("logs and metrics", r"structlog|prometheus_client|\(.*login_etl/logs\.py"),
+    ("signing (SigV4)", r"login_etl/sqs/sigv4\.py"),
+    ("masking (HMAC, sealing)", r"login_etl/masking\.py"),
+    ("ledger claim", r"\bclaim\b.*\(.*login_etl/(store|ledger)\.py"),
+    ("COPY lines and rows", r"\binsert\b.*\(.*login_etl/store\.py|login_event|_copy_line"),
+    ("commit and transaction", r"login_etl/(store|ledger|pgerrors)\.py|psycopg"),
+    ("delete (DeleteMessageBatch)", r"\bdelete\b.*\(.*login_etl/queue\.py"),
+    ("receive and answer parsing", r"\breceive\b.*\(.*login_etl/queue\.py|"
+                                   r"\bReceived\b|_received"),
+    ("validation (parse, JSON)", r"login_etl/messages\.py|orjson"),
+    ("thread hand-offs (queues, locks, in-flight book)",
+     r"login_etl/inflight\.py|\((/usr|.*python3\.\d+)/(lib/)?python3\.\d+/(queue|threading)\.py"),
+    ("idle polls, depth checks, heartbeat, housekeeping",
+     r"_drained|\bdepth\b|Heartbeat|Housekeeping|BatchWindow"),
+    ("HTTP status server", r"login_etl/(http|health)\.py|statuspage|socketserver"),
+    ("SQS client (HTTP, other calls)", r"login_etl/(sqs|queue|retrying)"),
+    ("settle (pipeline)", r"login_etl/pipeline\.py"),
+    ("start-up and shutdown (cli, settings, connect)",
+     r"login_etl/(cli|invocation|settings|worker)\.py|click"),
+]
+ROLE_STAGES: list[tuple[str, str]] = [
+    ("thread hand-offs (queues, locks, in-flight book)", r"\b(Poller|Batcher|Settler)\b"),
+]
+# Innermost frames where a thread waits (a socket read, a condition, libpq's poll, a sleep):
+# py-spy samples them when it cannot tell the thread is idle. They are counted apart, not as
+# CPU: the kernel's share of a socket read is in the CPU total, spread over the other stages.
+WAITS = re.compile(r"^(SocketIO\.readinto|Condition\.wait|Event\.wait|Thread\.join|"
+                   r"Thread\._wait_for_tstate_lock|wait|select|poll|sleep|_sleep|"
+                   r"Connection\.wait|BaseSelector\.select|EpollSelector\.select|"
+                   r"SelectSelector\.select|accept|serve_forever) \((socket|threading|"
+                   r"selectors|psycopg/\S+|psycopg_pool/\S+|socketserver|time)\.py\)$")
+WAITING = "(waiting: socket reads, conditions, libpq polls)"
+LINE = re.compile(r":\d+\)$")
+
+
+def stages(raw: Path) -> collections.Counter[str]:
+    """py-spy's raw output (`frame;frame;... count` per line, outermost first) -> samples by
+    stage."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = [LINE.sub(")", f) for f in stack.split(";")]
+        if frames and WAITS.match(frames[-1]):
+            counts[WAITING] += int(n)
+            continue
+        # Innermost first, so the first match is the most specific.
+        counts[_first_stage(list(reversed(frames)))] += int(n)
+    return counts
+
+
+def _first_stage(inner_first: Sequence[str]) -> str:
+    compiled = [(stage, re.compile(p)) for stage, p in STAGES]
+    for frame in inner_first:
+        for stage, rx in compiled:
+            if rx.search(frame):
+                return stage
+    joined = ";".join(inner_first)
+    for stage, pattern in ROLE_STAGES:
+        if re.search(pattern, joined):
+            return stage
+    return "other (interpreter, threads starting)"
+
+
+def drain(bodies: Sequence[str], work: Path, name: str, wrap: Sequence[str] = (),
+          ) -> ChildRun:
+    """One --until-empty run on a fresh queue and database."""
+    sqs = sqs_client(keep_alive=True)
+    with queues(sqs) as (source, dlq), database() as db:
+        fill(sqs, source, bodies)
+        run = run_child([*wrap, *ETL, "--until-empty"], etl_env(source, dlq, db, {}),
+                        work / f"{name}.err")
+        if run.returncode != 0:
+            raise RuntimeError(f"{name}: exited {run.returncode}: "
+                               f"{run.stderr_path.read_text()[-2000:]}")
+        return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--out", type=Path, default=Path("build/profile"))
+    args = parser.parse_args(argv)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("py-spy is needed: pip install py-spy", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / "worker.txt"
+    bodies = event_bodies(args.messages, seed=29)
+    with tempfile.TemporaryDirectory(prefix="login-etl-profile-") as tmp:
+        work = Path(tmp)
+        plain = drain(bodies, work, "plain")
+        idle = drain([], work, "idle")
+        drain(bodies, work, "profiled", [spy, "record", "--gil", "--nonblocking", "--rate",
+                                         str(args.rate), "--format", "raw", "--output",
+                                         str(raw), "--"])
+    counts = stages(raw)
+    waiting = counts.pop(WAITING, 0)
+    total = sum(counts.values())
+    n = args.messages
+    print(f"login-etl run --until-empty, {n:,} messages: {plain.cpu_seconds:.2f} CPU-s "
+          f"({plain.cpu_seconds / n * 1e6:.1f} µs a message, start-up included; user "
+          f"{plain.user_seconds:.2f} s, system {plain.system_seconds:.2f} s) in "
+          f"{plain.seconds:.1f} s; an empty queue: {idle.cpu_seconds:.2f} CPU-s; {total:,} "
+          f"samples holding the GIL at {args.rate}/s ({waiting:,} more in waits); "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print()
+    print("| stage | share of user CPU | µs per message |")
+    print("|---|---:|---:|")
+    user = plain.user_seconds / n * 1e6
+    for stage, k in counts.most_common():
+        print(f"| {stage} | {k / total:.1%} | {k / total * user:.1f} |")
+    print(f"| kernel (system calls: sockets, futexes, memory) | | "
+          f"{plain.system_seconds / n * 1e6:.1f} |")
+    print(f"| total | | {plain.cpu_seconds / n * 1e6:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
