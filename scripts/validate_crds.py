@@ -1,9 +1,11 @@
-"""Validate KEDA custom resources against KEDA's own CRD schemas, strictly.
+"""Validate custom resources (KEDA's, the Prometheus Operator's) against their CRD schemas,
+strictly.
 
 kubernetes-validate knows only Kubernetes' built-in kinds and skips custom resources
-with a warning. KEDA's ScaledObject and TriggerAuthentication are checked here with
-cloudcoil-models-keda: pydantic models generated from the KEDA CRDs' openAPIV3 schemas
-(types, enums, required fields). Like `kubernetes-validate --strict`, a key that the
+with a warning. KEDA's ScaledObject and TriggerAuthentication, and the Prometheus
+Operator's PodMonitor and PrometheusRule, are checked here with cloudcoil-models-keda and
+cloudcoil-models-prometheus-operator: pydantic models generated from the CRDs' openAPIV3
+schemas (types, enums, required fields). Like `kubernetes-validate --strict`, a key that the
 schema does not define is an error: the models ignore unknown keys, so the input is
 compared with what the model understood.
 
@@ -11,7 +13,7 @@ Trigger metadata is a free-form string map in the CRD (each scaler parses its ow
 for the aws-sqs-queue scaler the keys, required keys and numeric values are checked
 against the parameter list of KEDA's documentation (written out below by hand).
 
-Usage: python validate_keda.py FILE...   (other kinds in the files are left alone)
+Usage: python validate_crds.py FILE...   (other kinds in the files are left alone)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 from cloudcoil.models.keda import v1alpha1
+from cloudcoil.models.prometheus_operator import v1 as monitoring
 from pydantic import BaseModel, ValidationError
 
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
@@ -28,6 +31,9 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("keda.sh/v1alpha1", "ScaledJob"): v1alpha1.ScaledJob,
     ("keda.sh/v1alpha1", "TriggerAuthentication"): v1alpha1.TriggerAuthentication,
     ("keda.sh/v1alpha1", "ClusterTriggerAuthentication"): v1alpha1.ClusterTriggerAuthentication,
+    ("monitoring.coreos.com/v1", "PodMonitor"): monitoring.PodMonitor,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
 }
 
 # https://keda.sh/docs/2.16/scalers/aws-sqs/ (parameter list)
@@ -110,9 +116,9 @@ def main(paths: list[str]) -> int:
             if errors:
                 failures += 1
             else:
-                print(f"INFO {path} passed for resource {name} against the KEDA CRD schema")
+                print(f"INFO {path} passed for resource {name} against its CRD schema")
     if not checked:
-        print("ERROR no KEDA resource found", file=sys.stderr)
+        print("ERROR no custom resource found", file=sys.stderr)
         return 1
     return 1 if failures else 0
 
