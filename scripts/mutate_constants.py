@@ -45,7 +45,8 @@ TESTS = {
     "settings": ["test_settings_table.py", "test_settings.py", "test_masking.py",
                  "test_known_answers.py"],
     "pipeline": ["test_pipeline_settle.py", "test_worker_bookkeeping.py"],
-    "pgerrors": ["test_store_errors.py", "test_connect_errors.py", "test_pipeline_settle.py"],
+    "pgerrors": ["test_store_errors.py", "test_connect_errors.py", "test_pipeline_settle.py",
+                 "test_sqlstates.py"],
 }
 REGEX_HINTS = ("[", "(?", "{", "^", "$", "\\d", "\\.")
 

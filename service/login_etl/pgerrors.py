@@ -38,11 +38,98 @@ class RowRefused(StoreError):
         self.sqlstate = sqlstate
 
 
+# What a write can meet, each SQLSTATE class (two characters) or code (five) marked with what
+# the worker does and why; the longest match decides, and what is not here stops the worker.
+#   wait  an outage: retried, then the worker pauses (unready) and resumes by itself
+#   row   this row is bad: the batch is halved until it is alone, then it goes to the DLQ
+#   stop  no wait heals it and no row is to blame: the worker exits for an operator
+WAIT, ROW, STOP = "wait", "row", "stop"
+# 23514 raised on the ledger's own tables (not user_logins): its own entry.
+LEDGER_RACE = "23514:ledger"
+SQLSTATES: dict[str, tuple[str, str]] = {
+    "08": (WAIT, "connection exception: the server or the network went away"),
+    "22": (ROW, "data exception: a value of this row does not fit its column"),
+    "23": (ROW, "integrity constraint violation: this row breaks a constraint of the table"),
+    "23514:ledger": (
+        WAIT, "a ledger row filed in the default partition while its day's partition was "
+        "attached: a race inside the ledger, never a row's fault; the next attempt files it "
+        "in the new partition"),
+    "25": (STOP, "invalid transaction state: a statement the worker should not have sent"),
+    "25006": (WAIT, "read-only transaction: a failover in progress, or a session to a standby "
+              "(the session is dropped: it stays read-only)"),
+    "25P03": (WAIT, "idle in transaction session timeout: the server ended a stalled session"),
+    "28": (STOP, "invalid authorization: a password or role that no wait brings back"),
+    "3D": (STOP, "invalid catalog name: the database does not exist"),
+    "40": (WAIT, "transaction rollback: the server undid the transaction; the same work can "
+           "commit in a new one"),
+    "40001": (WAIT, "serialization failure: another transaction went first"),
+    "40002": (ROW, "a deferred constraint refused at COMMIT: a row of this batch"),
+    "40003": (WAIT, "statement completion unknown: the ledger makes a repeat a no-op"),
+    "40P01": (WAIT, "deadlock detected: the server aborted this side; the other one commits"),
+    "42": (STOP, "syntax error or access rule violation: a missing table or column, no "
+           "privilege: the schema or the grants need an operator"),
+    "53": (WAIT, "insufficient resources (disk full, out of memory, too many connections): "
+           "freed by other sessions or an operator, not by a restart of ours"),
+    "54": (STOP, "program limit exceeded: the same statement meets it again"),
+    "54000": (ROW, "program limit exceeded (an index row too big): a value of this row"),
+    "55": (STOP, "object not in prerequisite state: the schema is not as the worker needs it"),
+    "55006": (WAIT, "object in use: another session holds it for a moment"),
+    "55P03": (WAIT, "lock not available (lock_timeout): DDL, a packing or maintenance holds "
+              "the table; it ends"),
+    "57": (WAIT, "operator intervention: a server stopping, restarting or being failed over"),
+    "57014": (WAIT, "query canceled: statement_timeout (a stuck lock, a slow server) or an "
+              "operator's cancel"),
+    "57P01": (WAIT, "admin shutdown: pg_terminate_backend, or a server stopping (failover)"),
+    "57P02": (WAIT, "crash shutdown: another backend crashed, the server restarts"),
+    "57P03": (WAIT, "cannot connect now: the server is starting up or in recovery"),
+    "57P04": (STOP, "database dropped: nothing to write into until an operator acts"),
+    "57P05": (WAIT, "idle session timeout: the server ended an idle session"),
+    "58": (WAIT, "system error (I/O) on the server: its storage, not this batch; a failover or "
+           "a repair heals it"),
+    "0A": (STOP, "feature not supported: the server is not the PostgreSQL the worker needs"),
+    "XX": (STOP, "internal error, data or index corrupted: for an operator"),
+}
+# Errors without a SQLSTATE, by the driver's class: the client lost the server or timed out
+# waiting for a pooled connection (wait), the driver could not encode a value (row).
+_NO_SQLSTATE: tuple[tuple[type[BaseException], str], ...] = (
+    (psycopg.OperationalError, WAIT), (psycopg.DataError, ROW),
+    (psycopg.IntegrityError, ROW), (UnicodeError, ROW),
+)
+_LEDGER_TABLES = "login_etl_ledger"
+
+
+def entry(exc: BaseException) -> str | None:
+    """The key of SQLSTATES that decides exc: its code, else its class; None if neither."""
+    code = getattr(exc, "sqlstate", None)
+    if not code:
+        return None
+    if code == "23514" and _on_ledger(exc):
+        return LEDGER_RACE
+    return code if code in SQLSTATES else code[:2] if code[:2] in SQLSTATES else None
+
+
+def _on_ledger(exc: BaseException) -> bool:
+    diag = getattr(exc, "diag", None)
+    table = getattr(diag, "table_name", None) or ""
+    return table.startswith(_LEDGER_TABLES)
+
+
+def verdict(exc: BaseException) -> str:
+    """wait, row or stop for exc (see SQLSTATES)."""
+    key = entry(exc)
+    if key is not None:
+        return SQLSTATES[key][0]
+    if getattr(exc, "sqlstate", None):
+        return STOP
+    for cls, what in _NO_SQLSTATE:
+        if isinstance(exc, cls):
+            return what
+    return STOP
+
+
 def is_data_error(exc: BaseException) -> bool:
-    """Class 22 (data exception) and 23 (constraint violation): a row, not the database, is bad.
-    So is text the driver cannot encode for the connection (UnicodeError, no SQLSTATE)."""
-    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError
-                      | UnicodeError)
+    """This row, not the database, is bad (SQLSTATES marks it `row`)."""
+    return verdict(exc) == ROW
 
 
 class ReadOnlySession(psycopg.errors.ReadOnlySqlTransaction):
@@ -59,7 +146,7 @@ def read_only(conn: psycopg.Connection[Any]) -> bool:
 
 def drops_session(exc: BaseException) -> bool:
     """An error that condemns the session, not the server: read-only (25006)."""
-    return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
+    return getattr(exc, "sqlstate", None) == "25006"
 
 
 def sqlstate(exc: BaseException) -> str:
@@ -74,7 +161,7 @@ def translated(exc: BaseException) -> StoreError:
     """The error a write's caller sees once the commit policy has given up on exc."""
     if is_data_error(exc):
         return RowRefused(sqlstate(exc))
-    retryable = retrying.db_retryable(exc)
+    retryable = verdict(exc) == WAIT
     return StoreError(f"database {'unavailable' if retryable else 'refused the batch'}: "
                       f"{retrying.describe(exc)}", retryable=retryable)
 

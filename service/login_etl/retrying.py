@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import psycopg
-import psycopg_pool
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -30,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from login_etl import metrics
+from login_etl import metrics, pgerrors
 from login_etl.sqs.http11 import MalformedResponse
 
 T = TypeVar("T")
@@ -60,11 +58,8 @@ def sqs_retryable(exc: BaseException) -> bool:
 
 
 def db_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RetryAgain | psycopg_pool.PoolTimeout | psycopg.OperationalError):
-        return True
-    # A read-only database (25006) is one being failed over: an outage, not a refusal.
-    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
-                      | psycopg.errors.ReadOnlySqlTransaction)
+    """What pgerrors' table of SQLSTATEs marks `wait`."""
+    return isinstance(exc, RetryAgain) or pgerrors.verdict(exc) == pgerrors.WAIT
 
 
 def describe(exc: BaseException) -> str:

@@ -41,13 +41,15 @@ BOTO_RETRIED = {
     "SSLError", "HTTPClientError", "ConnectionClosedError", "ReadTimeoutError",
     "ResponseStreamingError",
 }
-# SQLSTATE classes psycopg raises as OperationalError: connection (08), transaction rollback
-# (40: serialization failure, deadlock), resources (53), limits (54), object state (55: lock
-# not available), operator intervention (57: admin shutdown, query canceled), system (58) ...
-PG_RETRIED_CLASSES = {"08", "27", "28", "2F", "38", "39", "3B", "40", "53", "54", "55", "57",
-                      "58", "F0", "HV"}
-# A read-only database (a failover in progress) is waited for like an outage.
-PG_RETRIED_CODES = {"25006"}
+# SQLSTATE classes waited for (pgerrors.SQLSTATES, tested in full in test_sqlstates.py):
+# connection (08), transaction rollback (40), resources (53), operator intervention (57:
+# shutdown, query canceled), the server's system errors (58) ...
+PG_RETRIED_CLASSES = {"08", "40", "53", "57", "58"}
+# ... and codes of other classes: a read-only database (a failover), an idle session ended,
+# an object or a lock held by another session.
+PG_RETRIED_CODES = {"25006", "25P03", "55006", "55P03"}
+# Codes of those classes that no wait heals: a deferred constraint (a row), a dropped database.
+PG_NOT_RETRIED_CODES = {"40002", "57P04"}
 # (operation, attempts in all, the first included)
 ATTEMPTS = [("receive", 4), ("delete", 6), ("dlq_send", 6), ("visibility", 4),
             ("queue_attributes", 3), ("send", 6), ("connect", 5), ("commit", 5)]
@@ -141,8 +143,9 @@ def test_retry_again_is_retried_by_both() -> None:
                          ids=lambda c: f"{c.sqlstate}-{c.__name__}")
 def test_each_psycopg_class_by_its_sqlstate(cls: type[psycopg.Error]) -> None:
     assert cls.sqlstate is not None
-    assert db_retryable(cls()) is (cls.sqlstate[:2] in PG_RETRIED_CLASSES
-                                   or cls.sqlstate in PG_RETRIED_CODES)
+    assert db_retryable(cls()) is (cls.sqlstate not in PG_NOT_RETRIED_CODES
+                                   and (cls.sqlstate[:2] in PG_RETRIED_CLASSES
+                                        or cls.sqlstate in PG_RETRIED_CODES))
 
 
 @pytest.mark.parametrize(("exc", "retried"), [
