@@ -4,6 +4,7 @@ the credentials and CA bundle boto3 would use."""
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -12,21 +13,29 @@ from urllib.parse import urlsplit
 from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.client import SqsClient
 
+# An endpoint path this client sends and signs as it is (botocore would sign the same): no
+# empty, "." or ".." segment, nothing that needs percent-encoding.
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")
+
 
 def lean_client(settings: Settings, pool: int) -> SqsClient | None:
     """This client for the settings, or None where boto3 has to do it.
 
     boto3 keeps: LOGIN_ETL_SQS_CLIENT=boto3, an HTTP(S) proxy that applies to the endpoint,
-    and FIPS or dual-stack endpoint selection (AWS_USE_FIPS_ENDPOINT, ..._DUALSTACK_...,
-    or the same in the AWS config file). Credentials and the CA bundle (AWS_CA_BUNDLE or
-    the config file's ca_bundle) are what boto3 would use: the environment's when the
-    environment alone decides them, else those of a botocore session.
+    FIPS or dual-stack endpoint selection (AWS_USE_FIPS_ENDPOINT, ..._DUALSTACK_..., or the
+    same in the AWS config file), and an endpoint with a query, a fragment or a path that is
+    not plain (a gateway's prefix such as /sqs is plain, and this client posts to it).
+    Credentials and the CA bundle (AWS_CA_BUNDLE or the config file's ca_bundle) are what
+    boto3 would use: the environment's when the environment alone decides them, else those
+    of a botocore session.
     """
     if settings.sqs_client != "lean":
         return None
     endpoint = settings.endpoint_url or _aws_endpoint(settings.region)
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.query or parts.fragment or not _plain_path(parts.path):
         return None
     if _proxied(parts.scheme, parts.hostname):
         return None
@@ -106,6 +115,11 @@ def _environment_decides(env: Mapping[str, str]) -> bool:
         return False
     config = env.get("AWS_CONFIG_FILE") or os.path.join("~", ".aws", "config")
     return not os.path.exists(os.path.expanduser(config))
+
+
+def _plain_path(path: str) -> bool:
+    return not path or (_PLAIN_PATH.fullmatch(path) is not None
+                        and all(seg not in (".", "..") for seg in path.split("/")))
 
 
 def _proxied(scheme: str, host: str) -> bool:

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,11 +32,19 @@ def _encode_blob(value: Any) -> str:
 
 
 class SqsClient:
-    """The five SQS operations Queue calls, with boto3's keyword arguments and response dicts."""
+    """The five SQS operations Queue calls, with boto3's keyword arguments and response dicts.
+
+    A call (connect, send, read) ends by connect_timeout + read_timeout whatever the server
+    does; each read waits at most read_timeout. The endpoint's path, if any, is where the
+    requests go (choose.lean_client leaves paths this client does not sign to boto3).
+    """
 
     def __init__(self, endpoint_url: str, region: str, credentials: Any, *, pool: int = 10,
                  connect_timeout: float = 3, read_timeout: float = 30, tcp_keepalive: bool = True,
                  ca_bundle: str | None = None) -> None:
+        # botocore's rule: the endpoint's path as given, "/" when it has none
+        self.path = urlsplit(endpoint_url).path or "/"
+        self.call_timeout = connect_timeout + read_timeout
         self.endpoint_url = endpoint_url.rstrip("/")
         context = None
         # urlsplit lowercases the scheme: "HTTPS://" is TLS too.
@@ -46,7 +55,7 @@ class SqsClient:
         self._connections = Connections(self.endpoint_url + "/", pool, connect_timeout,
                                          read_timeout, tcp_keepalive, context)
         self._host = host_header(self.endpoint_url)
-        self._signer = Signer(credentials, region, self._host)
+        self._signer = Signer(credentials, region, self._host, path=self.path)
         self._error_parser: Any = None
 
     def receive_message(self, **params: Any) -> dict[str, Any]:
@@ -105,10 +114,12 @@ class SqsClient:
     def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """One request on a kept connection, head and body in one write."""
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        request = (f"POST / HTTP/1.1\r\nHost: {self._host}\r\nContent-Length: {len(body)}\r\n"
-                   f"{head}\r\n").encode("latin-1") + body
-        conn = self._connections.get()
+        request = (f"POST {self.path} HTTP/1.1\r\nHost: {self._host}\r\n"
+                   f"Content-Length: {len(body)}\r\n{head}\r\n").encode("latin-1") + body
+        deadline = time.monotonic() + self.call_timeout
+        conn = self._connections.get(deadline)
         try:
+            conn.start(deadline)
             conn.sock.sendall(request)
             status, response_headers, data, close = read_response(conn.reader)
         except TimeoutError as exc:

@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,13 +40,22 @@ class MalformedResponse(http.client.HTTPException):
 
 class _SocketReader(socket.SocketIO):
     """The raw stream under a connection's BufferedReader. While `probing`, a read returns at
-    once with nothing, so peek() shows what the buffer holds without touching the socket."""
+    once with nothing, so peek() shows what the buffer holds without touching the socket.
+    Each read waits at most read_timeout and never past `deadline` (time.monotonic()): a
+    server trickling its answer a byte at a time cannot hold a call past its deadline."""
 
     probing = False
+    deadline = float("inf")
+    read_timeout: float | None = None
 
     def readinto(self, b: Any) -> int | None:
         if self.probing:
             return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the call's deadline passed")
+        timeout = self.read_timeout
+        self._sock.settimeout(remaining if timeout is None or remaining < timeout else timeout)
         return super().readinto(b)
 
 
@@ -57,9 +67,19 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._raw = _SocketReader(sock, "rb")
+        self._raw.read_timeout = sock.gettimeout()
         # as socket.makefile does: the socket is really closed once its reader is closed too
         sock._io_refs += 1  # type: ignore[attr-defined]
         self.reader = io.BufferedReader(self._raw)
+
+    def start(self, deadline: float) -> None:
+        """A new call: its request is sent and its answer read by `deadline` (monotonic)."""
+        self._raw.deadline = deadline
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the call's deadline passed")
+        # sendall's timeout bounds the whole send
+        self.sock.settimeout(remaining)
 
     def drained(self) -> bool:
         """Nothing is left unread in the reader's buffer or in OpenSSL's.
@@ -223,12 +243,13 @@ class Connections:
         self._lock = threading.Lock()
         self._closed = False
 
-    def get(self) -> Connection:
+    def get(self, deadline: float = float("inf")) -> Connection:
+        """A kept connection, else a new one (connecting by `deadline` at the latest)."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._connect()
+                return self._connect(deadline)
             # A kept connection the server has closed (or written to) in the meantime reads
             # as ready: drop it rather than send a request into it.
             if not _readable(conn.sock):
@@ -250,9 +271,10 @@ class Connections:
         for conn in idle:
             conn.close()
 
-    def _connect(self) -> Connection:
+    def _connect(self, deadline: float) -> Connection:
+        timeout = min(self.connect_timeout, max(0.001, deadline - time.monotonic()))
         try:
-            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            sock = socket.create_connection((self.host, self.port), timeout)
         except TimeoutError as exc:
             raise ConnectTimeoutError(endpoint_url=self.url, error=exc) from exc
         except OSError as exc:

@@ -23,12 +23,15 @@ class Signer:
     computed once per day instead of four HMACs per request.
     """
 
-    def __init__(self, credentials: Any, region: str, host: str, service: str = "sqs") -> None:
+    def __init__(self, credentials: Any, region: str, host: str, service: str = "sqs",
+                 path: str = "/") -> None:
         # botocore Credentials (refreshable: read at every request) or None.
         self.credentials = credentials
         self.region = region
         self.host = host
         self.service = service
+        # the canonical URI: choose.lean_client passes only paths that need no normalising
+        self.path = path
         # (secret, date, signing key): derived again only when the secret or the day changes.
         self._key: tuple[str, str, bytes] | None = None
 
@@ -41,7 +44,7 @@ class Signer:
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         token_line = f"x-amz-security-token:{creds.token}\n" if creds.token else ""
         canonical = (
-            f"POST\n/\n\ncontent-type:{_CONTENT_TYPE}\nhost:{self.host}\nx-amz-date:{stamp}\n"
+            f"POST\n{self.path}\n\ncontent-type:{_CONTENT_TYPE}\nhost:{self.host}\nx-amz-date:{stamp}\n"
             f"{token_line}x-amz-target:{target}\nx-amzn-query-mode:true\n\n"
             f"{_SIGNED_WITH_TOKEN if creds.token else _SIGNED}\n"
             f"{hashlib.sha256(body).hexdigest()}"
