@@ -243,7 +243,7 @@ class Queue:
         now_ms = int(time.time() * 1000)
         received = []
         for m in response.get("Messages") or ():
-            attributes = m.get("Attributes", {})
+            attributes = m.get("Attributes") or {}
             marks = m.get("MessageAttributes")
             redrive_of, redrive_day = _with_day(
                 self._unseal(marks, REDRIVE_ATTRIBUTE) if marks else None)
