@@ -1,0 +1,187 @@
+"""Alert rules proven end to end: a real Prometheus (Debian's) scraping a real worker while
+the condition is created, each alert seen pending, then firing, then resolved.
+
+The rules are config/alerts.yml with its durations shortened (QUICK below): `for:` 3 s and
+windows of 20 s instead of minutes, so that each condition runs its course in well under a
+minute. Every other part of each rule (selectors, aggregation, thresholds' shape) is the
+shipped one, and each shortening must apply, so a changed rule fails here instead of being
+tested in an old form.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from tests.integration.stack import ROOT, Stack, end, free_port, unique_bodies, wait_until
+from tests.integration.test_prometheus_scrape import Prometheus, prometheus_binary
+
+pytestmark = pytest.mark.integration
+
+FOR = "3s"
+# (shipped text, test text): windows of minutes or hours -> 20 s; the 10-minute commit stall
+# -> 15 s.
+QUICK = [("[15m]", "[20s]"), ("[5m]", "[20s]"), ("[3h]", "[20s]"), ("> 600", "> 15")]
+
+
+def quick_rules() -> str:
+    data = yaml.safe_load((ROOT / "config" / "alerts.yml").read_text())
+    used = set()
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = FOR
+            for shipped, quick in QUICK:
+                if shipped in rule["expr"]:
+                    rule["expr"] = rule["expr"].replace(shipped, quick)
+                    used.add(shipped)
+    assert used == {shipped for shipped, _ in QUICK}, f"unused shortenings: {used}"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    """Start Debian's Prometheus with the quick rules, scraping 127.0.0.1:<port> as login-etl."""
+    binary = prometheus_binary()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(target_port: int) -> Prometheus:
+        (tmp_path / "alerts.yml").write_text(quick_rules())
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            "rule_files:\n  - alerts.yml\n"
+            "scrape_configs:\n  - job_name: login-etl\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{target_port}']\n"
+        )
+        port = free_port()
+        log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
+        started.append(subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ))
+        server = Prometheus(port)
+        wait_until(server.ready, 30, what="prometheus /-/ready")
+        wait_until(lambda: server.scalar('up{job="login-etl"}') == 1, 30, what="target up")
+        return server
+
+    yield start
+    for process in started:
+        end(process)
+
+
+def states(server: Prometheus, name: str) -> set[str]:
+    return {a["state"] for a in server.api("alerts")["alerts"] if a["labels"]["alertname"] == name}
+
+
+def watch_course(server: Prometheus, name: str, act_again: Any = None,
+                 timeout: float = 90) -> list[str]:
+    """Poll the alert until it has been pending, then firing, then gone (resolved); call
+    `act_again` once it fires (the action that ends the condition). The states seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = states(server, name)
+        state = "firing" if "firing" in now else "pending" if "pending" in now else "inactive"
+        if not seen or seen[-1] != state:
+            seen.append(state)
+            if state == "firing" and act_again is not None:
+                act_again()
+        if "firing" in seen and state == "inactive":
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"{name} did not run its course in {timeout} s: {seen}")
+
+
+def assert_course(seen: list[str]) -> None:
+    """pending strictly before firing, and inactive at the end."""
+    assert "pending" in seen and "firing" in seen, seen
+    assert seen.index("pending") < seen.index("firing") and seen[-1] == "inactive", seen
+
+
+def start_worker(stack: Stack, port: int, log: Path, **env: str) -> subprocess.Popen[str]:
+    worker = stack.start(env=stack.env(LOGIN_ETL_HTTP_PORT=str(port), **env), log=log)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen[str]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def test_dlq_growing_fires_and_resolves(stack: Stack, prometheus: Any, tmp_path: Path) -> None:
+    port = free_port()
+    worker = start_worker(stack, port, tmp_path / "worker.log")
+    try:
+        server = prometheus(port)
+        assert states(server, "LoginEtlDeadLetterQueueGrowing") == set()
+        started = time.monotonic()
+        stack.send(["not json 1", "not json 2", "not json 3"])
+        seen = watch_course(server, "LoginEtlDeadLetterQueueGrowing")
+        assert_course(seen)
+        print(f"DLQ alert {seen} in {time.monotonic() - started:.1f} s")
+    finally:
+        stop_worker(worker)
+
+
+def test_worker_stopped_fires_target_down_and_resolves_on_restart(
+        stack: Stack, prometheus: Any, tmp_path: Path) -> None:
+    port = free_port()
+    workers = [start_worker(stack, port, tmp_path / "worker-1.log")]
+    try:
+        server = prometheus(port)
+        for name in ("LoginEtlTargetDown", "LoginEtlNoWorkerUp"):
+            wait_until(lambda name=name: states(server, name) == set(), 30, what=f"{name} quiet")
+        started = time.monotonic()
+        stop_worker(workers[0])
+        assert workers[0].returncode == 0
+
+        def restart() -> None:
+            workers.append(start_worker(stack, port, tmp_path / "worker-2.log"))
+
+        seen = watch_course(server, "LoginEtlTargetDown", act_again=restart)
+        assert_course(seen)
+        assert states(server, "LoginEtlNoWorkerUp") == set()
+        print(f"TargetDown {seen} in {time.monotonic() - started:.1f} s")
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+
+
+def test_commits_stalled_with_a_backlog_fires_and_resolves(
+        stack: Stack, prometheus: Any, tmp_path: Path) -> None:
+    """A session holds user_logins locked: the worker cannot commit while the queue has
+    visible messages; the lock released, it commits again and the alert resolves."""
+    port = free_port()
+    worker = start_worker(stack, port, tmp_path / "worker.log", LOGIN_ETL_POLLERS="1")
+    blocker = psycopg.connect(stack.database_url)
+    try:
+        server = prometheus(port)
+        stack.send(unique_bodies(10, prefix="before"))
+        wait_until(lambda: stack.count_rows() == 10, 30, what="10 rows before the stall")
+        blocker.execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        stack.send(unique_bodies(2000, prefix="stalled"))
+        started = time.monotonic()
+        seen = watch_course(server, "LoginEtlNoCommitWhileQueueNotEmpty",
+                            act_again=blocker.rollback, timeout=120)
+        assert_course(seen)
+        print(f"NoCommit {seen} in {time.monotonic() - started:.1f} s")
+        wait_until(lambda: stack.count_rows() == 2010, 120, what="the backlog stored after the stall")
+        assert stack.duplicate_rows() == 0
+    finally:
+        blocker.close()
+        stop_worker(worker)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
