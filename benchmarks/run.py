@@ -26,7 +26,6 @@ from pathlib import Path
 from harness import Throughput, event_bodies, sqs_client
 from report import report
 from scenarios import (
-    ceiling_child,
     measure_ceiling,
     measure_db_stage,
     measure_etl,
@@ -109,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _checkout(rev: str, work: Path) -> Path:
-    """The service/ tree of a git revision, unpacked under work: the baseline's import path."""
+    """The service/ tree of a git revision, unpacked under work: the baseline's import path
+    (a directory holding login_etl/ is taken as it is)."""
+    if (Path(rev) / "login_etl").is_dir():
+        return Path(rev)
     root = Path(__file__).resolve().parents[1]
     target = work / "baseline"
     target.mkdir()
@@ -143,7 +145,4 @@ def _progress(text: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
-        ceiling_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-        sys.exit(0)
     sys.exit(main())
