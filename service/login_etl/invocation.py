@@ -24,7 +24,9 @@ EXIT_REFUSED = 1
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
-    click.echo(f"login-etl: error: {message}", err=True)
+    # A server's words may be in it: each line made printable before a terminal shows it.
+    shown = "\n".join(logs.printable(line, None) for line in message.split("\n"))
+    click.echo(f"login-etl: error: {shown}", err=True)
     sys.exit(code)
 
 

@@ -1,6 +1,8 @@
 """structlog setup, once: JSON lines for machines, console for a person at a terminal.
 
-Events carry counts, timings and message ids; never a body, an ip or a device_id.
+Events carry counts, timings and message ids; never a body, an ip or a device_id. A string
+that came from outside (an SQS error code, a server's reason, a row's value) passes through
+printable() before a log line, the status page or the terminal shows it.
 """
 
 from __future__ import annotations
@@ -34,17 +36,47 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+# Past this, a string from outside is cut (its length bounded in every view).
+PRINTABLE_LIMIT = 256
+
+
+def printable(value: object, limit: int | None = PRINTABLE_LIMIT) -> str:
+    """The text with every character a terminal or a page would not show as itself escaped:
+    C0 and C1 controls (ESC, so no `ESC[2J` clears a screen), format characters such as the
+    bidi overrides (U+202E), line and paragraph separators, unassigned and private-use code
+    points and lone surrogates, each as `\\uNNNN` or `\\UNNNNNNNN`; then cut to
+    `limit` characters, an ellipsis marking the cut."""
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escape(c) for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _printable_values(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """For the console renderer, which writes strings as they are (JSON lines escape them)."""
+    return {k: printable(v, None) if isinstance(v, str) else v for k, v in event.items()}
+
+
 def configure(log_format: str = "json", level: str = "info") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    console: list[structlog.types.Processor] = [] if log_format == "json" else [_printable_values]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *console,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

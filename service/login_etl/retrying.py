@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from login_etl import metrics, pgerrors
+from login_etl.logs import printable
 from login_etl.sqs.http11 import MalformedResponse
 
 T = TypeVar("T")
@@ -64,10 +65,12 @@ def db_retryable(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """A short, value-free description for logs: class and error code, never the message."""
+    # The code and the SQLSTATE come from the server: made printable and short (logs.printable).
     if isinstance(exc, ClientError):
-        return f"{type(exc).__name__}:{exc.response.get('Error', {}).get('Code', '?')}"
+        code = exc.response.get("Error", {}).get("Code", "?")
+        return f"{type(exc).__name__}:{printable(code, 64)}"
     sqlstate = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__}:{sqlstate}" if sqlstate else type(exc).__name__
+    return f"{type(exc).__name__}:{printable(sqlstate, 16)}" if sqlstate else type(exc).__name__
 
 
 def _policy(operation: str, should_retry: Callable[[BaseException], bool], *, attempts: int,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from login_etl import http
+from login_etl import http, retrying
 from login_etl.health import Health
 from login_etl.queue import Depth, QueueError
 from login_etl.statuspage import (
@@ -329,3 +329,53 @@ def test_terminal_view_fits_its_width_and_keeps_ids_whole(width: int, tokens: bo
     assert user_id in out
     assert ("h1.k1.A" in out) == tokens
     assert ("left out at" in out) == (not tokens)
+
+
+EVIL_CODE = "Throttl\x1b[2J\u202eing\u2066"
+
+
+class EvilSqs:
+    """An SQS whose error code carries ESC, a bidi override and an isolate."""
+
+    def get_queue_attributes(self, **_: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": EVIL_CODE, "Message": "\x1b]0;title\x07"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetQueueAttributes")
+
+
+def test_an_error_code_from_sqs_reaches_no_view_raw(capsys: pytest.CaptureFixture[str]) -> None:
+    from login_etl.invocation import fail
+    from login_etl.queue import Queue
+
+    source = Queue(EvilSqs(), "http://127.0.0.1:4566/000000000000/q", label="source")
+    status = StatusPage(source, FakeQueue("dlq", Depth(0, 0, 0)), FakeStore([]),
+                        counters=lambda: None)
+    snapshot = status.snapshot()
+    console = Console(width=200, record=True, file=io.StringIO(), force_terminal=True)
+    console.print(render_rich(snapshot))
+    views = {"terminal": console.export_text(styles=False), "html": render_html(snapshot),
+             "json": json.dumps(to_json(snapshot), ensure_ascii=False),
+             "describe": retrying.describe(_evil_error())}
+    with pytest.raises(SystemExit):
+        fail(snapshot.errors[0])
+    views["stderr"] = capsys.readouterr().err
+    for name, text in views.items():
+        assert "\x1b" not in text and "\u202e" not in text and "\u2066" not in text, name
+        assert "\\u001b[2J" in text and "\\u202e" in text, name
+
+
+def _evil_error() -> Exception:
+    try:
+        EvilSqs().get_queue_attributes()
+    except Exception as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+def test_printable_bounds_and_leaves_ordinary_text_alone() -> None:
+    from login_etl.logs import printable as shown
+
+    assert shown("ThrottlingException é 日本 <b>") == "ThrottlingException é 日本 <b>"
+    assert shown("\U000e0001\ud800\u2028") == "\\U000e0001\\ud800\\u2028"
+    assert len(shown("x" * 10_000)) == 256 and shown("x" * 10_000).endswith("…")

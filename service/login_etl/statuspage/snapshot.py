@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from login_etl import metrics, retrying
+from login_etl import logs, metrics, retrying
 from login_etl.queue import Depth, QueueError
 from login_etl.store import COLUMNS
 
@@ -184,10 +184,7 @@ def printable(value: Any) -> str | None:
     """
     if value is None:
         return None
-    text = value.isoformat() if isinstance(value, dt.date) else str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    return logs.printable(value.isoformat() if isinstance(value, dt.date) else value, None)
 
 
 class Snapshots:
@@ -259,7 +256,9 @@ class Snapshots:
                                        queue.depth()))
             except Exception as exc:
                 # QueueError's text holds no values; any other error is described by its type.
-                message = str(exc) if isinstance(exc, QueueError) else retrying.describe(exc)
+                # An error code in it came from the server: printable, as every error shown.
+                message = logs.printable(str(exc) if isinstance(exc, QueueError)
+                                         else retrying.describe(exc))
                 views.append(QueueView(queue.label, queue.url.rsplit("/", 1)[-1], None, message))
                 errors.append(message)
         rows: list[tuple[str | None, ...]] = []
@@ -268,7 +267,7 @@ class Snapshots:
             rows = [tuple(printable(v) for v in row) for row in self.store.latest_rows(self.limit)]
             total = self.store.count_rows()
         except Exception as exc:
-            errors.append(f"database: {retrying.describe(exc)}")
+            errors.append(logs.printable(f"database: {retrying.describe(exc)}"))
         counters = self.sample()
         now = self.clock()
         rejections = sorted(((printable(r) or "", int(n)) for r, n in
