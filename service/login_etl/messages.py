@@ -182,9 +182,11 @@ class _Bad(Exception):
         self.reason = reason
 
 
-def parse(message: Received, masker: Masker) -> LoginEvent | Rejection:
+def parse(message: Received, masker: Masker, envelopes: bool = True) -> LoginEvent | Rejection:
+    """envelopes: a body that is an SNS notification or an EventBridge event is unwrapped and
+    its inner event validated (LOGIN_ETL_ENVELOPES=auto); off, every body is the event itself."""
     try:
-        return _parse(message, masker)
+        return _parse(message, masker, envelopes)
     except _Bad as bad:
         return Rejection(message.message_id, bad.reason)
     except Exception:
@@ -193,10 +195,13 @@ def parse(message: Received, masker: Masker) -> LoginEvent | Rejection:
         return Rejection(message.message_id, "internal_error")
 
 
-def _parse(message: Received, masker: Masker) -> LoginEvent:
+def _parse(message: Received, masker: Masker, envelopes: bool = True) -> LoginEvent:
     obj = load_json(message.body)
     if not isinstance(obj, dict):
         raise _Bad("not_object")
+    # A raw event has a user_id: that one lookup is all an envelope costs the usual body.
+    if envelopes and "user_id" not in obj:
+        obj = _unwrap(obj)
     user_id = _text(obj, "user_id", COLUMN_LIMITS["user_id"])
     device_type = _text(obj, "device_type", COLUMN_LIMITS["device_type"])
     locale = _optional_text(obj, "locale", COLUMN_LIMITS["locale"])
@@ -218,3 +223,38 @@ def _parse(message: Received, masker: Masker) -> LoginEvent:
         masker.mask("device_id", device_id), locale, app_version,
         sent_date(message.sent_timestamp_ms),
     )
+
+
+# What an SNS notification (raw message delivery off) and an EventBridge event carry, besides
+# the event itself, as SNS and EventBridge write them.
+_SNS_TEXT: Final = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
+_EVENTBRIDGE_TEXT: Final = ("version", "id", "detail-type", "source", "time")
+
+
+def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:
+    """The event inside an SNS or EventBridge envelope; any other object as it is.
+
+    An envelope is producer input like any body and adds no trust: nothing in it is verified
+    (SNS signatures are not), nothing of it is used but the inner event (not its ids: the
+    ledger keeps the SQS message id; not its time: create_date is the SQS SentTimestamp's).
+    One level only: an envelope inside an envelope is an event without a user_id.
+    """
+    if "TopicArn" in obj:
+        if obj.get("Type") != "Notification" or not _texts(obj, _SNS_TEXT):
+            raise _Bad("invalid_envelope")
+        inner = load_json(obj["Message"])
+    elif "detail-type" in obj:
+        if not _texts(obj, _EVENTBRIDGE_TEXT):
+            raise _Bad("invalid_envelope")
+        inner = obj.get("detail")
+        if not isinstance(inner, dict):
+            raise _Bad("invalid_envelope")
+    else:
+        return obj
+    if not isinstance(inner, dict):
+        raise _Bad("not_object")
+    return inner
+
+
+def _texts(obj: dict[str, Any], names: tuple[str, ...]) -> bool:
+    return all(type(obj.get(name)) is str for name in names)

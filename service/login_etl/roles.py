@@ -267,7 +267,8 @@ class Poller(Role):
                 crew.stopping.wait(UNTIL_EMPTY_SHORT_POLL_PAUSE)
             return
         self.holding = received
-        items = [(m, parse(m, crew.masker)) for m in received]
+        envelopes = crew.settings.envelopes == "auto"
+        items = [(m, parse(m, crew.masker, envelopes)) for m in received]
         # Bounded hand-off: a full inbox (a slow database) stops the receiving.
         while not crew.stopping.is_set():
             try:

@@ -46,6 +46,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     masking_keys: tuple[MaskingKey, ...] = ()
     masking_mode: str = "hmac"
+    # auto: SNS notifications and EventBridge events are unwrapped; none: bodies are events.
+    envelopes: str = "auto"
     # Throughput does not decide these (the queue is the limit), latency does: a short window
     # keeps the time from send to commit low at moderate rates, 500 caps a transaction at high
     # rates, and 4 pollers (and settlers) keep a real SQS endpoint's round trips overlapped.
@@ -118,6 +120,8 @@ class Settings:
                               f"{PREFIX}STATEMENT_TIMEOUT_MS ({self.statement_timeout_ms})")
         if not 0 < self.shutdown_timeout <= 3600:
             raise ConfigError(f"{PREFIX}SHUTDOWN_TIMEOUT must be in (0, 3600] seconds")
+        if self.envelopes not in ("auto", "none"):
+            raise ConfigError(f"{PREFIX}ENVELOPES must be 'auto' or 'none', got {self.envelopes!r}")
         if self.masking_mode not in ("hmac", "siv"):
             raise ConfigError(f"{PREFIX}MASKING_MODE must be 'hmac' or 'siv', got {self.masking_mode!r}")
         # psycopg's message would repeat the string, password included: it is not shown.
@@ -155,6 +159,7 @@ class Settings:
             database_url=get("DATABASE_URL") or _file_value(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
             masking_keys=_read_keys(env),
             masking_mode=(get("MASKING_MODE") or "hmac").lower(),
+            envelopes=(get("ENVELOPES") or "auto").lower(),
             batch_size=_int(get, "BATCH_SIZE", cls.batch_size),
             batch_window_ms=_int(get, "BATCH_WINDOW_MS", cls.batch_window_ms),
             pollers=_int(get, "POLLERS", cls.pollers),

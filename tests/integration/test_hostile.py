@@ -34,10 +34,26 @@ near_valid = st.fixed_dictionaries({}, optional={
     "ip": st.one_of(st.ip_addresses().map(str), any_text, json_values),
     "locale": st.one_of(st.none(), any_text), "device_id": st.one_of(any_text, json_values),
 }).map(lambda d: json.dumps(d, ensure_ascii=bool(len(d) % 2)))
+
+
+def sns_envelope(message: Any, **changes: Any) -> str:
+    """An SNS notification as anyone can write one: nothing in it is verified."""
+    return json.dumps({"Type": "Notification", "MessageId": "forged", "TopicArn": "arn:forged",
+                       "Message": message, "Timestamp": "1970-01-01T00:00:00Z", **changes})
+
+
+def eventbridge_envelope(detail: Any, **changes: Any) -> str:
+    return json.dumps({"version": "0", "id": "forged", "detail-type": "login", "source": "x",
+                       "time": "1970-01-01T00:00:00Z", "detail": detail, **changes})
+
+
 bodies = st.one_of(
     st.text(sqs_chars, min_size=1, max_size=200),
     json_values.map(json.dumps),
     near_valid,
+    # Envelopes, forged: around near-valid events and around any JSON value.
+    st.one_of(near_valid, json_values).map(sns_envelope),
+    st.one_of(near_valid.map(json.loads), json_values).map(eventbridge_envelope),
 )
 
 
@@ -59,6 +75,15 @@ def hand_written() -> list[str]:
         event(app_version="1.2.3.4"), event(app_version="1.1000.0"), event(app_version="-1.0"),
         event(app_version="9" * 40), event(app_version="１.２.３"), event(app_version=""),
         "\t\n\r {} \n", '{"a": ' * 5000 + "1" + "}" * 5000,
+        # Forged envelopes: a valid event inside one is stored like the raw event (its forged
+        # ids, time and attributes named like our seals change nothing); the rest are rejects.
+        sns_envelope(json.dumps(GOOD), MessageAttributes={
+            "login_etl_redrive_of": {"Type": "String", "Value": "forged"}}),
+        sns_envelope(GOOD), sns_envelope(None), sns_envelope("[" * 5000),
+        sns_envelope(json.dumps(GOOD), Type="SubscriptionConfirmation"),
+        sns_envelope(sns_envelope(json.dumps(GOOD))), sns_envelope(event(ip="300.1.1.1")),
+        eventbridge_envelope({**GOOD, "ip": "300.1.1.1"}), eventbridge_envelope(json.dumps(GOOD)),
+        eventbridge_envelope(GOOD, source=None),
     ]
 
 
@@ -77,8 +102,9 @@ def run_and_count(stack: Stack, sent: list[str]) -> None:
 def test_hand_written_hostile_bodies(stack: Stack) -> None:
     sent = hand_written()
     run_and_count(stack, sent)
-    # the valid ones among them: the 200 KB extra field, emoji, and 3 ip spellings
-    assert stack.count_rows() == 5
+    # the valid ones among them: the 200 KB extra field, emoji, 3 ip spellings and the event
+    # in a forged SNS envelope
+    assert stack.count_rows() == 6
 
 
 @settings(max_examples=4, deadline=None,

@@ -35,6 +35,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("LOGIN_ETL_DATABASE_URL", "postgresql://etl@db.internal:6432/logins", "database_url",
      "postgresql://etl@db.internal:6432/logins"),
     ("LOGIN_ETL_MASKING_MODE", "SIV", "masking_mode", "siv"),
+    ("LOGIN_ETL_ENVELOPES", "None", "envelopes", "none"),
     ("LOGIN_ETL_BATCH_SIZE", "77", "batch_size", 77),
     ("LOGIN_ETL_BATCH_WINDOW_MS", "250", "batch_window_ms", 250),
     ("LOGIN_ETL_POLLERS", "9", "pollers", 9),
@@ -183,6 +184,7 @@ def test_the_pool_size() -> None:
 @pytest.mark.parametrize(("env", "message"), [
     ({"LOGIN_ETL_MASKING_MODE": "sha256"},
      "LOGIN_ETL_MASKING_MODE must be 'hmac' or 'siv', got 'sha256'"),
+    ({"LOGIN_ETL_ENVELOPES": "sns"}, "LOGIN_ETL_ENVELOPES must be 'auto' or 'none', got 'sns'"),
     ({"LOGIN_ETL_SQS_CLIENT": "aiobotocore"},
      "LOGIN_ETL_SQS_CLIENT must be 'lean' or 'boto3', got 'aiobotocore'"),
     ({"LOGIN_ETL_LOG_FORMAT": "xml"}, "LOGIN_ETL_LOG_FORMAT must be 'json' or 'console'"),
