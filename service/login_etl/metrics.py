@@ -42,7 +42,18 @@ LEDGER_MAINTENANCE_FAILURES = Counter(
     "login_etl_ledger_maintenance_failures",
     "Ledger maintenance runs (days ahead, drops, packing) that failed",
 )
+# What the alert reads: the first run fails within a second of start, before any scrape, so an
+# increase() of the counter would not see it.
+LEDGER_MAINTENANCE_FAILING = Gauge(
+    "login_etl_ledger_maintenance_failing", "1 while the latest ledger maintenance run failed"
+)
 # dependency: postgres | sqs.
 DEPENDENCY_UP = Gauge(
     "login_etl_dependency_up", "1 if the dependency answered its last check", ["dependency"]
 )
+
+# Series that alerts read with increase() exist at 0 from the start: a series born at 1 by
+# its first event has no earlier sample, so increase() would not count that event.
+for _attribute in ("login_etl_origin", "login_etl_redrive_of"):
+    UNVERIFIED_MARKS.labels(_attribute)
+REJECTIONS.labels("dlq_refused")

@@ -436,10 +436,12 @@ class Housekeeping(Role):
                 keep = crew.settings.ledger_retention_days or ledger.keep_days(
                     crew.source.retention_seconds())
                 done = crew.store.maintain_ledger(keep)
+                metrics.LEDGER_MAINTENANCE_FAILING.set(0)
                 if done.days_dropped or done.ids_deleted or done.days_packed:
                     log.info("ledger_pruned", days=done.days_dropped, ids=done.ids_deleted,
                              days_packed=done.days_packed, ids_packed=done.ids_packed,
                              keep_days=keep)
             except Exception as exc:
                 metrics.LEDGER_MAINTENANCE_FAILURES.inc()
+                metrics.LEDGER_MAINTENANCE_FAILING.set(1)
                 log.warning("ledger_prune_failed", error=type(exc).__name__)
