@@ -65,8 +65,12 @@ def cli(ctx: click.Context, queue_url: str | None, dlq_url: str | None,
 @pass_context
 def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | None,
         batch_window_ms: int | None, pollers: int | None, http_port: int | None) -> None:
-    """Poll, validate, mask, store, then delete — until SIGTERM/SIGINT (or --until-empty)."""
-    from login_etl import http
+    """Poll, validate, mask, store, then delete — until SIGTERM/SIGINT (or --until-empty).
+
+    Started while SQS or PostgreSQL is unreachable, the daemon waits for it (unready); with
+    --until-empty it exits 1 at once instead."""
+    from login_etl import http, startup
+    from login_etl.health import Health
     from login_etl.statuspage import StatusPage
     from login_etl.worker import Worker
 
@@ -80,22 +84,6 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         masker = obj.masker()
     except ConfigError as exc:
         fail(str(exc))
-    source, dlq = obj.checked_queues(masker)
-    store = obj.store()
-    try:
-        retention = source.retention_seconds()
-    except QueueError:
-        retention = None
-    store.init_schema(settings.ledger_retention_days or ledger.keep_days(retention))
-    worker = Worker(settings, store, source, dlq, masker, until_empty=until_empty,
-                    keep_messages=keep_messages)
-    if settings.http_port:
-        try:
-            page = StatusPage(source, dlq, store)
-            http.serve(settings.http_port, http.routes(worker.health, page))
-            page.start_sampling()
-        except OSError as exc:
-            fail(f"cannot listen on port {settings.http_port}: {exc.strerror}")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -109,6 +97,40 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Not ready until both dependencies answered; the probes answer meanwhile.
+    health = Health()
+    health.sqs_ok = health.db_ok = False
+    table = http.routes(health)
+    if settings.http_port:
+        try:
+            http.serve(settings.http_port, table)
+        except OSError as exc:
+            fail(f"cannot listen on port {settings.http_port}: {exc.strerror}")
+
+    try:
+        if until_empty:
+            source, dlq = obj.checked_queues(masker)
+        else:
+            source, dlq = startup.queues(obj, masker, health, stop)
+        try:
+            retention = source.retention_seconds()
+        except QueueError:
+            retention = None
+        keep = settings.ledger_retention_days or ledger.keep_days(retention)
+        if until_empty:
+            store = obj.store()
+            store.init_schema(keep)
+            health.sqs_ok = health.db_ok = True
+        else:
+            store = startup.database(obj, keep, health, stop)
+    except startup.Stopped:
+        return
+    worker = Worker(settings, store, source, dlq, masker, until_empty=until_empty,
+                    keep_messages=keep_messages, health=health)
+    if settings.http_port:
+        page = StatusPage(source, dlq, store)
+        table.update(page.routes())
+        page.start_sampling()
     try:
         worker.run(stop)
     finally:

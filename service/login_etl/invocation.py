@@ -69,11 +69,16 @@ class Context:
         url = dlq_url_for(self.client, self.settings.queue_url, self.settings.dlq_url)
         return Queue(self.client, url, "dlq", sealer)
 
-    def store(self) -> Store:
+    def new_store(self) -> Store:
+        """The store, not connected yet."""
         settings = self.settings
-        store = Store(settings.database_url, pool_size=settings.db_pool_size, bounds=Bounds(
+        return Store(settings.database_url, pool_size=settings.db_pool_size, bounds=Bounds(
             statement_ms=settings.statement_timeout_ms, lock_ms=settings.lock_timeout_ms,
             idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms))
+
+    def store(self) -> Store:
+        """The store, connected (else one line and an exit)."""
+        store = self.new_store()
         try:
             store.open()
         except StoreError as exc:
@@ -95,7 +100,11 @@ class Context:
         try:
             queue.depth()
         except QueueError as exc:
-            code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
-            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
-                fail(f"queue does not exist: {queue.url}")
-            fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
+            self.refuse_queue(queue, exc)
+
+    def refuse_queue(self, queue: Queue, exc: QueueError) -> NoReturn:
+        """One line and an exit for a queue that failed its check."""
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            fail(f"queue does not exist: {queue.url}")
+        fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)

@@ -22,6 +22,7 @@ from login_etl import ledger, metrics, retrying
 from login_etl.messages import COLUMNS, LoginEvent
 from login_etl.pgerrors import (
     DB_ERRORS,
+    WAIT,
     ReadOnlySession,
     RefusedForGood,
     RowRefused,
@@ -30,6 +31,7 @@ from login_etl.pgerrors import (
     read_only,
     refused_for_good,
     translated,
+    verdict,
     why_not,
 )
 
@@ -103,6 +105,10 @@ def _usable(conn: psycopg.Connection[Any]) -> None:
     ConnectionPool.check_connection(conn)
 
 
+def _once(_operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return fn(*args, **kwargs)
+
+
 class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2,
                  bounds: Bounds | None = None) -> None:
@@ -118,12 +124,14 @@ class Store:
             reconnect_timeout=RECONNECT_SECONDS, reconnect_failed=_reconnect_now,
         )
 
-    def open(self, wait_seconds: float = 10.0) -> None:
+    def open(self, wait_seconds: float = 10.0, *, patient: bool = True) -> None:
         """Connect once directly, then open the pool: a wrong host, database, role or
         password fails at start with what went wrong (a pool that times out only says
-        PoolTimeout)."""
+        PoolTimeout). Patient: under the connect policy; else one attempt (the caller waits
+        between its own). Again after a failure: the pool is opened once."""
+        call = retrying.call if patient else _once
         try:
-            retrying.call("connect", self._probe, wait_seconds)
+            call("connect", self._probe, wait_seconds)
         except RefusedForGood as refused:
             raise StoreError(f"cannot connect to the database: {why_not(refused.error)}",
                              retryable=False) from refused.error
@@ -131,7 +139,7 @@ class Store:
             raise StoreError(f"cannot connect to the database: {why_not(exc)}") from exc
         self.pool.open()
         try:
-            retrying.call("connect", self.pool.wait, timeout=wait_seconds)
+            call("connect", self.pool.wait, timeout=wait_seconds)
         except Exception as exc:
             raise StoreError(f"cannot connect to the database: {retrying.describe(exc)}") from exc
 
@@ -180,8 +188,9 @@ class Store:
         try:
             ledger.init(self, keep_days)
         except psycopg.Error as exc:
+            # Unreachable, read-only or a lock held: waited out by a starting daemon.
             raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
-                             retryable=False) from exc
+                             retryable=verdict(exc) == WAIT) from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:

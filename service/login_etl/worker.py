@@ -51,14 +51,14 @@ GIL_SWITCH_SECONDS = 0.0002
 class Worker:
     def __init__(self, settings: Settings, store: Store, source: Queue, dlq: Queue,
                  masker: Masker, *, until_empty: bool = False, keep_messages: bool = False,
-                 ) -> None:
+                 health: Health | None = None) -> None:
         self.settings = settings
         self.store = store
         self.source = source
         self.masker = masker
         self.until_empty = until_empty
         self.keep_messages = keep_messages
-        self.health = Health()
+        self.health = health or Health()
         self.inflight = InFlight(source, keep_settled=keep_messages)
         self.crew = Crew(settings, store, source,
                          Pipeline(store, source, dlq, keep_messages=keep_messages), masker,

@@ -13,9 +13,10 @@ import threading
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int = 0) -> None:
+        """`port`: listen there (a port a client was pointed at before the proxy existed)."""
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
@@ -26,11 +27,16 @@ class FaultProxy:
 
     def url_for(self, url: str) -> str:
         """The same URL with host:port replaced by the proxy's."""
+        return self.url_for_port(url, self.port)
+
+    @staticmethod
+    def url_for_port(url: str, port: int) -> str:
+        """The same URL with host:port replaced by 127.0.0.1:port."""
         from urllib.parse import urlsplit, urlunsplit
 
         parts = urlsplit(url)
         netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{self.port}"
+        host = f"127.0.0.1:{port}"
         new_netloc = f"{netloc[0]}@{host}" if len(netloc) == 2 else host
         return urlunsplit(parts._replace(netloc=new_netloc))
 

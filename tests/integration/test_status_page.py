@@ -126,8 +126,9 @@ def worker(stack: Stack, tmp_path: Path) -> Iterator[tuple[Stack, int]]:
                     LOGIN_ETL_POLLERS="2")
     process = stack.start(env=env, log=tmp_path / "worker.log")
     try:
-        wait_until(lambda: get(port, "/healthz")[0] == 200 or process.poll() is not None, 30,
-                   what="the worker's HTTP port")
+        # Ready: the queues answered and the schema is in place (the port answers before).
+        wait_until(lambda: get(port, "/readyz")[0] == 200 or process.poll() is not None, 30,
+                   what="the worker ready")
         assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         yield stack, port
     finally:
