@@ -15,11 +15,12 @@ from tests.unit.fakeserver import read_request, serve_forever
 
 class RewriteProxy:
     def __init__(self, target_port: int, operations: tuple[str, ...], answer: bytes,
-                 every: int = 3, target_host: str = "127.0.0.1") -> None:
+                 every: int = 3, target_host: str = "127.0.0.1", status: int = 200) -> None:
         self.target = (target_host, target_port)
         self.operations = operations
         self.answer = answer
         self.every = every
+        self.status = status
         self.calls: dict[str, int] = {}
         self.rewritten: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -58,7 +59,7 @@ class RewriteProxy:
                 data = response.read()
                 status, kind = response.status, response.getheader("Content-Type", "")
                 if self._rewrite(operation):
-                    status, data = 200, self.answer
+                    status, data = self.status, self.answer
                 conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\n"
                              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         upstream.close()

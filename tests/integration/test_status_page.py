@@ -234,3 +234,23 @@ def test_nothing_on_the_port_changes_data(worker: tuple[Stack, int]) -> None:
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(request, timeout=5)
             assert refused.value.code == 405
+
+
+def test_an_sqs_error_code_with_terminal_controls_is_shown_escaped(stack: Stack) -> None:
+    """An endpoint (or a middlebox) answering GetQueueAttributes with an error code that holds
+    ESC[2J and a bidi override: `login-etl status` shows the error, escaped."""
+    from tests.integration.rewriteproxy import RewriteProxy
+
+    evil = json.dumps({"__type": "com.amazonaws.sqs#Throttl\x1b[2J\u202eing",
+                       "message": "\x1b]0;owned\x07"}).encode()
+    proxy = RewriteProxy(4566, ("GetQueueAttributes",), evil, every=1, status=400)
+    try:
+        env = stack.env(LOGIN_ETL_QUEUE_URL=proxy.url_for(stack.queue_url),
+                        LOGIN_ETL_DLQ_URL=stack.dlq_url)
+        result = stack.cli("status", env=env, check=False, timeout=60)
+    finally:
+        proxy.close()
+    shown = result.stdout + result.stderr
+    assert proxy.rewritten.get("GetQueueAttributes", 0) >= 1
+    assert "\x1b" not in shown and "\u202e" not in shown, shown[-2000:]
+    assert "Throttl\\u001b[2J\\u202eing" in shown, shown[-2000:]
