@@ -39,8 +39,10 @@ integration: venv services
 compose-test:
 	bash scripts/compose-test.sh
 
+# `make bench BENCH_ARGS=--strict` exits 1 when a target is missed.
+BENCH_ARGS ?=
 bench: venv services
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/capacity.py
 
 # Capacity figures for docs/scaling.md: writers direct and through PgBouncer, the worker's CPU.

@@ -1,11 +1,12 @@
-"""The bare loop the benchmark compares login-etl with, as its own process:
+"""The bare loops the benchmark compares login-etl with, each as its own process:
 
-    python benchmarks/ceiling.py QUEUE_URL MESSAGES THREADS
+    python benchmarks/ceiling.py QUEUE_URL MESSAGES THREADS [boto3|lean]
 
-plain boto3 receive(10) + delete_message_batch from THREADS threads until MESSAGES are
-deleted, no processing. It imports boto3 and nothing else of the benchmark (the benchmark's
-own modules import psycopg, which would put its start-up on the loop's bill). Prints
-{"deleted": n, "loop_seconds": s}.
+receive(10) + delete_message_batch from THREADS threads until MESSAGES are deleted, no
+processing: with plain boto3 (the CPU yardstick), or with login-etl's own kept-alive SQS
+client (the queue's own limit, the end-to-end yardstick). It imports nothing else of the
+benchmark (the benchmark's own modules import psycopg, which would put its start-up on the
+loop's bill). Prints {"deleted": n, "loop_seconds": s}.
 """
 
 from __future__ import annotations
@@ -15,16 +16,28 @@ import os
 import sys
 import threading
 import time
-
-import boto3
-from botocore.config import Config
+from typing import Any
 
 
-def main(queue_url: str, messages: int, threads: int) -> None:
-    endpoint = os.environ.get("LOGIN_ETL_BENCH_SQS", "http://127.0.0.1:4566")
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="test", aws_secret_access_key="test",
-                       config=Config(max_pool_connections=threads + 2))
+def client(kind: str, endpoint: str, threads: int) -> Any:
+    if kind == "lean":
+        from login_etl.queue import make_client
+        from login_etl.settings import Settings
+
+        return make_client(Settings.from_env({"LOGIN_ETL_QUEUE_URL": f"{endpoint}/0/q",
+                                              "LOGIN_ETL_SQS_CLIENT": "lean",
+                                              "LOGIN_ETL_MASKING_KEY": "00" * 32}),
+                           pool=threads + 2)
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test",
+                        config=Config(max_pool_connections=threads + 2))
+
+
+def main(queue_url: str, messages: int, threads: int, kind: str) -> None:
+    sqs = client(kind, os.environ.get("LOGIN_ETL_BENCH_SQS", "http://127.0.0.1:4566"), threads)
     deleted = 0
     lock = threading.Lock()
     started = time.perf_counter()
@@ -51,4 +64,5 @@ def main(queue_url: str, messages: int, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+         sys.argv[4] if len(sys.argv) > 4 else "boto3")

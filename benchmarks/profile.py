@@ -1,18 +1,23 @@
 """Where the worker's CPU goes, per message and by stage: a sampling profile under load.
 
-    python benchmarks/profile.py [--messages 20000] [--rate 250] [--out build/profile]
+    python benchmarks/profile.py [--messages 20000] [--rate 500] [--out build/profile]
 
-`login-etl run --until-empty` drains --messages messages twice through LocalStack, each time
-on a fresh queue and database: once alone, for its CPU time (user+sys from wait4, start-up
-and shutdown included), once under py-spy (a sampling profiler outside the process; only
-threads on a CPU are sampled), for the proportions. Each sampled stack is put in one stage
-(STAGES, first match from the leaf up, within the thread's role), and a stage's share of the
-samples times the CPU of the unprofiled run, over the messages, is its microseconds per
-message. The raw stacks stay in --out (worker.txt; `py-spy` renders them as a flame graph:
-https://github.com/brendangregg/FlameGraph on the `collapsed` lines).
+`login-etl run --until-empty` runs three times through LocalStack, each on a fresh queue and
+database: on --messages messages alone, for its CPU (user and system, from wait4); on an
+empty queue, for the CPU of start-up and shutdown; on the same messages under py-spy
+(`record --gil`: only the thread holding the GIL is sampled, so a sample is Python running),
+for the proportions. Each sample is put in one stage (STAGES: the first pattern that matches
+a frame, from the innermost frame outwards); the start-up's samples are left out, since the
+empty-queue run measures it whole. A stage's share of the remaining samples times the run's
+user CPU less the start-up's, over the messages, is its microseconds per message; the
+kernel's time (system calls) is its own row.
 
-Sampling is statistical: at 250 samples a second a 20,000-message run yields some thousands
-of samples, so a stage under ~1 % of them (~1-2 µs a message) is within its noise.
+Limits: a sample is a moment of wall time with the GIL held, so on a loaded machine a thread
+that holds the GIL while the scheduler has it off the CPU (often right after it woke another
+thread: Condition.notify) counts as busy; the hand-off row is then an upper bound. At 500
+samples a second a 20,000-message run yields about a thousand samples of Python after
+start-up, so a row under ~2 % is within its noise. The raw stacks stay in --out
+(worker.txt, one `frame;frame;... count` line per stack: flamegraph.pl reads them).
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ STAGES: list[tuple[str, str]] = [
     ("ledger claim", r"\bclaim\b.*\(.*login_etl/(store|ledger)\.py"),
     ("COPY lines and rows", r"\binsert\b.*\(.*login_etl/store\.py|login_event|_copy_line"),
     ("commit and transaction", r"login_etl/(store|ledger|pgerrors)\.py|psycopg"),
-    ("delete (DeleteMessageBatch)", r"\bdelete\b.*\(.*login_etl/queue\.py"),
-    ("receive and answer parsing", r"\breceive\b.*\(.*login_etl/queue\.py|"
+    ("delete: entries and their grouping", r"\bdelete\b.*\(.*login_etl/queue\.py"),
+    ("receive: Received built from the answer", r"\breceive\b.*\(.*login_etl/queue\.py|"
                                    r"\bReceived\b|_received"),
     ("validation (parse, JSON)", r"login_etl/messages\.py|orjson"),
     ("thread hand-offs (queues, locks, in-flight book)",
@@ -49,7 +54,8 @@ STAGES: list[tuple[str, str]] = [
     ("idle polls, depth checks, heartbeat, housekeeping",
      r"_drained|\bdepth\b|Heartbeat|Housekeeping|BatchWindow"),
     ("HTTP status server", r"login_etl/(http|health)\.py|statuspage|socketserver"),
-    ("SQS client (HTTP, other calls)", r"login_etl/(sqs|queue|retrying)"),
+    ("SQS calls: HTTP, JSON, answer checks, retry wrapper",
+     r"login_etl/(sqs|queue|retrying)"),
     ("settle (pipeline)", r"login_etl/pipeline\.py"),
     ("start-up and shutdown (cli, settings, connect)",
      r"login_etl/(cli|invocation|settings|worker)\.py|click"),

@@ -3,7 +3,8 @@ database, cleaned up after:
 
   ceiling   plain boto3 receive(10) + delete_message_batch loops, 4 threads, no processing, in
             a child process (ceiling.py, boto3 alone) so its own CPU (user+sys, from wait4) is
-            measured
+            measured; the lean loop is the same with login-etl's own kept-alive SQS client
+            (the queue's own limit here)
   login-etl `login-etl run --until-empty` as a child process on the same number of messages,
             timed from spawn to exit; CPU and peak RSS from the child's resource usage; its
             bytecode compiled beforehand, as an installed package's is
@@ -48,6 +49,7 @@ from harness import (
     AWS_ENV,
     ETL,
     Throughput,
+    compiled,
     database,
     depth,
     etl_env,
@@ -68,13 +70,18 @@ CEILING_THREADS = 4
 ENTRY = Path(__file__).with_name("ceiling.py")
 
 
-def measure_ceiling(sqs: Any, bodies: Sequence[str], work: Path) -> Throughput:
+def measure_ceiling(sqs: Any, bodies: Sequence[str], work: Path, client: str = "boto3",
+                    ) -> Throughput:
+    """The bare loop with plain boto3, or (client="lean") with login-etl's own SQS client."""
+    import login_etl
+
+    compiled(str(Path(login_etl.__file__).parents[1]))
     with queues(sqs) as (source, _dlq):
         fill(sqs, source, bodies)
         out = work / "ceiling.out"
         ls_before = localstack_cpu()
         run = run_child([sys.executable, str(ENTRY), source, str(len(bodies)),
-                         str(CEILING_THREADS)], {**os.environ, **AWS_ENV},
+                         str(CEILING_THREADS), client], {**os.environ, **AWS_ENV},
                         work / "ceiling.err", out)
         if run.returncode != 0:
             raise RuntimeError(f"ceiling loop exited {run.returncode}: "
