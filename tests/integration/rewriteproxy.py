@@ -1,6 +1,9 @@
 """An HTTP/1.1 proxy in front of SQS that forwards every request and, for the operations a
 test names, replaces every n-th answer with one of its own (after the server acted on it):
-a gateway or a server of another make answering 200 with a body of the wrong shape."""
+a gateway or a server of another make answering 200 with a body of the wrong shape.
+
+With a `prefix`, it is a gateway that serves SQS under that path only: a request to any
+other path is answered 404, one to the prefix is forwarded to the server's `/`."""
 
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ from tests.unit.fakeserver import read_request, serve_forever
 
 class RewriteProxy:
     def __init__(self, target_port: int, operations: tuple[str, ...], answer: bytes,
-                 every: int = 3, target_host: str = "127.0.0.1", status: int = 200) -> None:
+                 every: int = 3, target_host: str = "127.0.0.1", status: int = 200,
+                 prefix: str | None = None) -> None:
         self.target = (target_host, target_port)
         self.operations = operations
         self.answer = answer
         self.every = every
         self.status = status
+        self.prefix = prefix
+        self.paths: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self.rewritten: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -54,6 +60,13 @@ class RewriteProxy:
                 method, path, _ = lines[0].split(" ", 2)
                 headers = dict(line.split(": ", 1) for line in lines[1:])
                 operation = headers.get("X-Amz-Target", "").rpartition(".")[2]
+                with self._lock:
+                    self.paths[path] = self.paths.get(path, 0) + 1
+                if self.prefix is not None:
+                    if path != self.prefix:
+                        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        continue
+                    path = "/"
                 upstream.request(method, path, body, headers)
                 response = upstream.getresponse()
                 data = response.read()

@@ -147,3 +147,20 @@ def test_malformed_batch_answers_from_a_proxy_neither_halt_nor_lose(stack: Stack
     assert stack.count_rows() == len(valid)
     assert stack.duplicate_rows() == 0
     assert {m["Body"] for m in stack.receive_all(dlq=True)} == set(rejects)
+
+
+@both_clients
+def test_an_endpoint_with_a_path_is_where_the_calls_go(stack: Stack) -> None:
+    """AWS_ENDPOINT_URL=http://gateway/prefix: a gateway serving SQS under that path only."""
+    stack.send(unique_bodies(50, prefix="gw"))
+    proxy = RewriteProxy(4566, (), b"", prefix="/sqs-gateway")
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.port}/sqs-gateway"
+        result = stack.cli("run", "--until-empty", check=False, timeout=120,
+                           env=stack.env(AWS_ENDPOINT_URL=endpoint))
+    finally:
+        proxy.close()
+    print(f"  paths {proxy.paths}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(proxy.paths) == {"/sqs-gateway"}
+    assert stack.count_rows() == 50
