@@ -58,6 +58,8 @@ class InFlight:
         self.keep_settled = keep_settled
         self.totals = Totals()
         self._held: dict[str, Held] = {}
+        # Computed when scraped: nothing on the hot path.
+        metrics.OLDEST_IN_HAND.set_function(self.oldest_age)
         self._kept: dict[str, Held] = {}
         self._lock = threading.Lock()
         self._receive_ended = threading.Condition(self._lock)
@@ -145,6 +147,12 @@ class InFlight:
     def all_held(self) -> list[Received]:
         with self._lock:
             return [h.message for held in (self._held, self._kept) for h in held.values()]
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest held message was sent; 0 when none is held."""
+        with self._lock:
+            oldest = min((h.message.sent_timestamp_ms for h in self._held.values()), default=None)
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
     def __len__(self) -> int:
         with self._lock:

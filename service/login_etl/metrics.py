@@ -2,7 +2,75 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+
+class BatchHistogram(Collector):
+    """A histogram fed a batch of observations at once: one lock per batch, where
+    prometheus_client's Histogram takes one per observation (a settler observes hundreds of
+    messages per commit, between two round trips to Postgres)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(sorted(buckets))
+        self._ms_bounds = tuple(b * 1000 for b in self.bounds)
+        self._counts = [0] * (len(self.bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        REGISTRY.register(self)
+
+    def observe_ages(self, sent_ms: list[int], now_ms: float) -> None:
+        """Observe now - sent for each time (ms), in seconds: one bisect per value, one lock.
+
+        An age below 0 (this clock behind SQS's) counts in the first bucket."""
+        bounds = self._ms_bounds
+        counts = [0] * (len(bounds) + 1)
+        for ms in sent_ms:
+            counts[bisect_left(bounds, now_ms - ms)] += 1
+        total = max(0.0, (now_ms * len(sent_ms) - sum(sent_ms)) / 1000)
+        with self._lock:
+            for i, n in enumerate(counts):
+                if n:
+                    self._counts[i] += n
+            self._sum += total
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return sum(self._counts)
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (inf past the last bound);
+        None before any observation."""
+        with self._lock:
+            counts = list(self._counts)
+        total = sum(counts)
+        if not total:
+            return None
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += n
+            if running >= q * total:
+                return bound
+        return float("inf")
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
+                                    sum_value=total)
+
 
 # outcome: stored | rejected | duplicate.
 MESSAGES = Counter("login_etl_messages", "Messages by final outcome", ["outcome"])
@@ -50,6 +118,15 @@ LEDGER_MAINTENANCE_FAILING = Gauge(
 # dependency: postgres | sqs.
 DEPENDENCY_UP = Gauge(
     "login_etl_dependency_up", "1 if the dependency answered its last check", ["dependency"]
+)
+# Sent (SQS SentTimestamp) -> committed, per stored row: "are we keeping up?".
+FRESHNESS = BatchHistogram(
+    "login_etl_freshness_seconds", "Seconds from a message's SentTimestamp to the commit of its row",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400),
+)
+OLDEST_IN_HAND = Gauge(
+    "login_etl_oldest_message_age_seconds",
+    "Seconds since the oldest message received and not yet settled was sent (0: none held)",
 )
 
 # Series that alerts read with increase() exist at 0 from the start: a series born at 1 by

@@ -112,10 +112,14 @@ class Pipeline:
         """One transaction of the batch (retried by the store while the database is out)."""
         new_ids, fresh_rejects, refused = self.store.write(
             lambda tx: self._in_transaction(tx, items))
+        committed = time.time() * 1000
         with self._lock:
             self._handed_off.difference_update(m.message_id for m, _ in fresh_rejects)
+        sent = [received.sent_timestamp_ms for received, p in items
+                if isinstance(p, LoginEvent) and p.message_id in new_ids]
+        metrics.FRESHNESS.observe_ages(sent, committed)
         return Outcome(
-            stored=sum(1 for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids),
+            stored=len(sent),
             duplicates=len(items) - len(new_ids),
             rejected=[(r.message_id, reason) for r, reason in fresh_rejects],
             left_in_queue=[(message_id, DLQ_REFUSED) for message_id in refused],

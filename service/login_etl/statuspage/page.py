@@ -87,6 +87,8 @@ def render_html(snapshot: Snapshot) -> str:
         "<span class=\"label\">rows stored</span></div></div>"
         "<p class=\"note\">Last successful commit: "
         f"<span id=\"last-commit\">{_e(data['last_commit']['text'])}</span></p>"
+        "<p class=\"note\">Freshness (sent to committed): "
+        f"<span id=\"freshness\">{_e(data['freshness']['text'])}</span></p>"
         f"<div class=\"error\" id=\"errors\">{_e('; '.join(data['errors']))}</div></section>")
     parts.append(
         "<section class=\"wide2\"><h2>Throughput: messages settled per minute (UTC)</h2>"

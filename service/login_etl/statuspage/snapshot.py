@@ -65,6 +65,11 @@ class Counters:
     rejections: dict[str, float]
     last_commit: float | None
     history: list[tuple[int, dict[str, int]]] | None = None
+    # Sent -> committed: the p99's bucket bound and the rows observed since the worker
+    # started; the age of the oldest message it holds (0: none).
+    freshness_p99: float | None = None
+    freshness_count: int = 0
+    oldest_age: float | None = None
 
 
 def _counters_from(families: Iterable[Any]) -> Counters:
@@ -86,7 +91,11 @@ def local_counters() -> Counters:
     """This process's own counters (the page served by a worker)."""
     families = [*metrics.MESSAGES.collect(), *metrics.REJECTIONS.collect(),
                 *metrics.LAST_COMMIT.collect()]
-    return _counters_from(families)
+    counters = _counters_from(families)
+    [oldest] = [s.value for f in metrics.OLDEST_IN_HAND.collect() for s in f.samples]
+    return Counters(counters.messages, counters.rejections, counters.last_commit,
+                    freshness_p99=metrics.FRESHNESS.quantile(0.99),
+                    freshness_count=metrics.FRESHNESS.count, oldest_age=oldest)
 
 
 def worker_counters(base_url: str, timeout: float = 1.0) -> Counters | None:
@@ -100,7 +109,12 @@ def worker_counters(base_url: str, timeout: float = 1.0) -> Counters | None:
                    for m in data["throughput"]["minutes"]]
         rejections = {str(r["reason"]): float(r["count"]) for r in data["rejections"]["reasons"]}
         last = data["last_commit"]["timestamp"]
-        return Counters({}, rejections, float(last) if last else None, history)
+        fresh = data.get("freshness") or {}
+        p99, oldest = fresh.get("p99"), fresh.get("oldest_in_hand")
+        return Counters({}, rejections, float(last) if last else None, history,
+                        freshness_p99=float(p99) if p99 is not None else None,
+                        freshness_count=int(fresh.get("count") or 0),
+                        oldest_age=float(oldest) if oldest is not None else None)
     except Exception:
         return None
 
@@ -174,6 +188,9 @@ class Snapshot:
     rows: list[tuple[str | None, ...]]
     total_rows: int | None
     errors: list[str] = field(default_factory=list)
+    freshness_p99: float | None = None
+    freshness_count: int = 0
+    oldest_age: float | None = None
 
 
 def printable(value: Any) -> str | None:
@@ -274,9 +291,14 @@ class Snapshots:
                              (counters.rejections.items() if counters else ()) if n > 0),
                             key=lambda item: (-item[1], item[0]))
         history = counters.history if counters and counters.history is not None else None
+        if history is None:
+            # No counters, no throughput: an empty window, not ten minutes of 0 settled.
+            history = self.throughput.per_minute(now) if counters is not None else []
         return Snapshot(
-            taken_at=now, queues=tuple(views),
-            throughput=history if history is not None else self.throughput.per_minute(now),
+            taken_at=now, queues=tuple(views), throughput=history,
             rejections=rejections, last_commit=counters.last_commit if counters else None,
             counters_scope=self.counters_scope, counters_ok=counters is not None,
-            columns=COLUMNS, rows=rows, total_rows=total, errors=errors)
+            columns=COLUMNS, rows=rows, total_rows=total, errors=errors,
+            freshness_p99=counters.freshness_p99 if counters else None,
+            freshness_count=counters.freshness_count if counters else 0,
+            oldest_age=counters.oldest_age if counters else None)

@@ -33,7 +33,8 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     data = to_json(snapshot)
     header = Text.assemble(("login-etl status", "bold"), "  updated ",
                            data["generated_text"], "  ·  last commit: ",
-                           data["last_commit"]["text"])
+                           data["last_commit"]["text"], "\nfreshness: ",
+                           data["freshness"]["text"])
     if snapshot.errors:
         header.append("\n" + "; ".join(snapshot.errors), style="red")
 
@@ -53,6 +54,8 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     for m in data["throughput"]["minutes"]:
         bar = "█" * (0 if not peak else max(1 if m["total"] else 0, round(20 * m["total"] / peak)))
         through.add_row(Text(m["minute"]), Text(str(m["total"])), Text(bar, style="blue"))
+    if not data["throughput"]["available"]:
+        through.add_row(Text(data["throughput"]["window_text"], style="dim"), Text(""), Text(""))
 
     reasons = Table(title="Rejections by reason", box=box.SIMPLE_HEAD, title_justify="left",
                     caption=Text(f"counted by {data['rejections']['scope']}"),
