@@ -173,6 +173,8 @@ keda_validate() {
 }
 check "kubernetes-validate --strict -k $K8S_VERSION deploy/k8s (built-in kinds)" \
     kubernetes_validate_strict
+check "kubernetes-validate --strict -k $K8S_VERSION deploy/k8s/examples" \
+    kubernetes-validate --strict -k "$K8S_VERSION" deploy/k8s/examples/*.yaml
 check "KEDA ScaledObject/TriggerAuthentication against the KEDA CRD schema (strict)" keda_validate
 
 # What `kubectl apply -k` would send: rendered by kustomize itself.

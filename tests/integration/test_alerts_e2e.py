@@ -269,3 +269,21 @@ def test_forged_marks_fire_unverified_marks_and_resolve(
         assert stack.count_rows() == 1
     finally:
         stop_worker(worker)
+
+
+def test_a_reject_the_dlq_refuses_fires_and_resolves(
+        stack: Stack, prometheus: Any, tmp_path: Path) -> None:
+    """A 1 MiB body that is not JSON: a reject with no room left for its reason attribute,
+    which the DLQ refuses for good; it stays in the source queue (counted dlq_refused)."""
+    port = free_port()
+    worker = start_worker(stack, port, tmp_path / "worker.log")
+    try:
+        server = prometheus(port)
+        stack.sqs.send_message(QueueUrl=stack.queue_url,
+                               MessageBody="not json ".ljust(1024 * 1024, "x"))
+        # Within 55 s, before its redelivery (visibility 60 s) counts again: the first event
+        # alone must raise the alert.
+        seen = watch_course(server, "LoginEtlRejectsLeftInSource", timeout=55)
+        assert_course(seen)
+    finally:
+        stop_worker(worker)
