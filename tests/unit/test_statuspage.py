@@ -379,3 +379,16 @@ def test_printable_bounds_and_leaves_ordinary_text_alone() -> None:
     assert shown("ThrottlingException é 日本 <b>") == "ThrottlingException é 日本 <b>"
     assert shown("\U000e0001\ud800\u2028") == "\\U000e0001\\ud800\\u2028"
     assert len(shown("x" * 10_000)) == 256 and shown("x" * 10_000).endswith("…")
+
+
+
+def test_reasons_created_at_zero_for_the_alerts_are_not_listed() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from login_etl.statuspage.snapshot import _counters_from
+
+    registry = CollectorRegistry()
+    rejections = Counter("login_etl_rejections", "by reason", ["reason"], registry=registry)
+    rejections.labels("dlq_refused")
+    rejections.labels("invalid_json").inc(2)
+    assert _counters_from(registry.collect()).rejections == {"invalid_json": 2}

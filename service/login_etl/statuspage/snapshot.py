@@ -80,7 +80,8 @@ def _counters_from(families: Iterable[Any]) -> Counters:
         for sample in family.samples:
             if sample.name == "login_etl_messages_total":
                 messages[sample.labels.get("outcome", "")] = sample.value
-            elif sample.name == "login_etl_rejections_total":
+            # Zero: a series created at start for the alerts (metrics.py), not a rejection.
+            elif sample.name == "login_etl_rejections_total" and sample.value:
                 rejections[sample.labels.get("reason", "")] = sample.value
             elif sample.name == "login_etl_last_commit_timestamp_seconds" and sample.value > 0:
                 last_commit = sample.value
