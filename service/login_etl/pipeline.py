@@ -131,7 +131,7 @@ class Pipeline:
         and the ids of those it refused."""
         new_ids = tx.claim([
             (received.message_id, "stored" if isinstance(p, LoginEvent) else "rejected",
-             received.day)
+             received.day, received.redrive_day is not None)
             for received, p in items
         ])
         tx.insert([p for _, p in items if isinstance(p, LoginEvent) and p.message_id in new_ids])

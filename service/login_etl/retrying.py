@@ -100,6 +100,9 @@ POLICIES: dict[str, Callable[[], Retrying]] = {
     "send": lambda: _policy("send", sqs_retryable, attempts=6, max_wait=2, max_delay=30),
     "connect": lambda: _policy("connect", db_retryable, attempts=5, max_wait=2, max_delay=10),
     "commit": lambda: _policy("commit", db_retryable, attempts=5, max_wait=2, max_delay=15),
+    # Creating the schema at start: a lock held by a claim or another replica's housekeeping
+    # (55P03 after a second) is waited out for about a minute, not a reason to exit.
+    "schema": lambda: _policy("schema", db_retryable, attempts=10, max_wait=30, max_delay=120),
 }
 
 

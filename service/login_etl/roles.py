@@ -435,12 +435,23 @@ class Housekeeping(Role):
             try:
                 keep = crew.settings.ledger_retention_days or ledger.keep_days(
                     crew.source.retention_seconds())
-                done = crew.store.maintain_ledger(keep)
-                metrics.LEDGER_MAINTENANCE_FAILING.set(0)
-                if done.days_dropped or done.ids_deleted or done.days_packed:
+                # Redriven copies come back for the DLQ's retention and then the source's.
+                try:
+                    dlq_retention = crew.pipeline.dlq.retention_seconds()
+                except QueueError:
+                    dlq_retention = None
+                redrive_keep = keep + ledger.keep_days(dlq_retention)
+                done = crew.store.maintain_ledger(keep, redrive_keep)
+                # A step that failed left the rest to run; the run still counts as failing.
+                if done.failed:
+                    metrics.LEDGER_MAINTENANCE_FAILURES.inc()
+                metrics.LEDGER_MAINTENANCE_FAILING.set(1 if done.failed else 0)
+                if done.days_dropped or done.ids_deleted or done.days_packed or done.failed:
                     log.info("ledger_pruned", days=done.days_dropped, ids=done.ids_deleted,
                              days_packed=done.days_packed, ids_packed=done.ids_packed,
-                             keep_days=keep)
+                             days_created=done.days_created, steps_failed=done.failed,
+                             longest_step_ms=round(done.longest_step * 1000),
+                             packing_waits=done.packing_waits, keep_days=keep)
             except Exception as exc:
                 metrics.LEDGER_MAINTENANCE_FAILURES.inc()
                 metrics.LEDGER_MAINTENANCE_FAILING.set(1)

@@ -49,7 +49,9 @@ _TAIL_PAGES = 8
 # Startup parameters PgBouncer passes on (it refuses `options`): the statement bounds are set
 # per transaction instead (Bounds). Keepalives find dead peers.
 CONNECTION_OPTIONS: dict[str, Any] = {
-    "application_name": "login-etl",
+    # With the ledger protocol's version: replicas of older versions are told apart by it
+    # (ledger.replicas).
+    "application_name": ledger.replicas.APPLICATION_NAME,
     # Text goes to the server as UTF-8 whatever the database's encoding, so the server decides
     # per row what it can store (untranslatable text is a row's data error, 22P05), never the
     # driver for a whole batch. A startup parameter PgBouncer passes on and tracks.
@@ -79,7 +81,9 @@ class Bounds:
         return (f"SELECT set_config('statement_timeout', '{self.statement_ms:d}', true),"
                 f" set_config('lock_timeout', '{self.lock_ms:d}', true),"
                 " set_config('idle_in_transaction_session_timeout',"
-                f" '{self.idle_in_transaction_ms:d}', true)")
+                f" '{self.idle_in_transaction_ms:d}', true),"
+                # The database's UTC day: the ledger's "today", never a replica's clock.
+                " (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01'")
 
 
 # psycopg_pool doubles the wait between reconnect attempts without bound (1, 2, 4, 8, 16 s),
@@ -117,6 +121,14 @@ class Store:
         # Whether claims also consult login_etl_ledger_legacy, the unpartitioned ledger an
         # earlier schema kept (ledger.py), until no id it holds can be redelivered.
         self.legacy = False
+        # The database's UTC day (days since 1970-01-01) as of the latest transaction begun:
+        # read with each transaction's bounds.
+        self.today = 0
+        # Whether the redriven copies' table exists (a role without CREATE on a schema of
+        # before runs without it until init-db adds it).
+        self.redriven = True
+        # Whether the replicas' registry exists (ledger.replicas).
+        self.registry = True
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
@@ -174,7 +186,9 @@ class Store:
         with self.pool.connection(timeout=timeout) as conn:
             try:
                 with conn.transaction():
-                    conn.execute(self._bounds_sql)
+                    row = conn.execute(self._bounds_sql).fetchone()
+                    if row:
+                        self.today = int(row[3])
                     yield conn
             except psycopg.Error as exc:
                 # Closed, the pool drops it and connects anew instead of handing it out again.
@@ -184,9 +198,9 @@ class Store:
 
     def init_schema(self, keep_days: int = ledger.DEFAULT_KEEP_DAYS) -> None:
         """The tables and the ledger's days (ledger.init); a role without CREATE can run
-        against an existing schema."""
+        against an existing schema. A lock another transaction holds is waited for."""
         try:
-            ledger.init(self, keep_days)
+            retrying.call("schema", ledger.init, self, keep_days)
         except psycopg.Error as exc:
             # Unreachable, read-only or a lock held: waited out by a starting daemon.
             raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
@@ -233,9 +247,10 @@ class Store:
         except Exception:
             return False
 
-    def maintain_ledger(self, keep_days: int) -> ledger.Maintenance:
+    def maintain_ledger(self, keep_days: int, redrive_keep: int | None = None
+                        ) -> ledger.Maintenance:
         """The ledger's hourly housekeeping (ledger.maintain)."""
-        return ledger.maintain(self, keep_days)
+        return ledger.maintain(self, keep_days, redrive_keep)
 
     def count_rows(self) -> int:
         """Exact up to a million rows; beyond that the planner's estimate (a display figure,
@@ -272,7 +287,8 @@ class Store:
     def clear(self) -> int:
         with self.bounded() as conn:
             rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
-            conn.execute(f"TRUNCATE user_logins, {ledger.TABLE}, {ledger.PACKED}")
+            conn.execute(f"TRUNCATE user_logins, {ledger.TABLE}, {ledger.PACKED}"
+                         + (f", {ledger.REDRIVEN}" if self.redriven else ""))
             conn.execute(f"DROP TABLE IF EXISTS {ledger.LEGACY}")
             self.legacy = False
             return int(rows[0]) if rows else 0
@@ -285,14 +301,14 @@ class Transaction:
         self.conn = conn
         self.store = store
 
-    def claim(self, claims: Sequence[tuple[str, str] | tuple[str, str, int]]) -> set[str]:
-        """File (message id, outcome, day) in the ledger; the ids not seen before
+    def claim(self, claims: Sequence[ledger.Claim]) -> set[str]:
+        """File (message id, outcome, day[, redriven]) in the ledger; the ids not seen before
         (ledger.claim)."""
         return ledger.claim(self.conn, claims, self.store)
 
     def unclaim(self, claims: Sequence[tuple[str, int]]) -> None:
         """Take (message id, day) claims back out of the ledger within this transaction."""
-        ledger.unclaim(self.conn, claims)
+        ledger.unclaim(self.conn, claims, self.store)
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         """One COPY of the rows: their lines were encoded when they were parsed."""

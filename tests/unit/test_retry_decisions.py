@@ -52,7 +52,7 @@ PG_RETRIED_CODES = {"25006", "25P03", "55006", "55P03"}
 PG_NOT_RETRIED_CODES = {"40002", "57P04"}
 # (operation, attempts in all, the first included)
 ATTEMPTS = [("receive", 4), ("delete", 6), ("dlq_send", 6), ("visibility", 4),
-            ("queue_attributes", 3), ("send", 6), ("connect", 5), ("commit", 5)]
+            ("queue_attributes", 3), ("send", 6), ("connect", 5), ("commit", 5), ("schema", 10)]
 
 
 def client_error(code: str | None, status: int | None) -> boto.ClientError:
@@ -235,7 +235,7 @@ def always(exc: BaseException, calls: list[Any]) -> Any:
 
 @pytest.mark.parametrize(("operation", "attempts"), ATTEMPTS)
 def test_attempts_per_policy(clock: Clock, operation: str, attempts: int) -> None:
-    outage = RetryAgain() if operation in ("connect", "commit") else boto.ConnectTimeoutError(
+    outage = RetryAgain() if operation in ("connect", "commit", "schema") else boto.ConnectTimeoutError(
         endpoint_url="http://x")
     calls: list[Any] = []
     before = retries(operation)

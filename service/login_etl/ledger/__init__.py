@@ -26,7 +26,8 @@ The protocol reads in four modules: days (names, which days are kept or packed),
 tables and creating them), claims (filing and taking back ids), upkeep (housekeeping).
 """
 
-from login_etl.ledger.claims import PACKED_KNOWN, claim, unclaim
+from login_etl.ledger import replicas
+from login_etl.ledger.claims import PACKED_KNOWN, Claim, claim, unclaim
 from login_etl.ledger.days import (
     AHEAD_DAYS,
     DEFAULT,
@@ -35,6 +36,7 @@ from login_etl.ledger.days import (
     PACK_AFTER_SECONDS,
     PACK_IDS,
     PACKED,
+    REDRIVEN,
     TABLE,
     cutoff,
     day_of,
@@ -45,6 +47,7 @@ from login_etl.ledger.days import (
     packable,
     packed_name,
     partition_name,
+    redrive_keep_days,
     today,
 )
 from login_etl.ledger.schema import (
@@ -54,6 +57,7 @@ from login_etl.ledger.schema import (
     add_partition,
     as_uuid,
     create_schema,
+    db_today,
     ddl_lock,
     detached,
     init,
@@ -64,10 +68,45 @@ from login_etl.ledger.schema import (
 from login_etl.ledger.upkeep import Maintenance, maintain, pack
 
 __all__ = [
-    "AHEAD_DAYS", "DEFAULT", "DEFAULT_KEEP_DAYS", "LEGACY", "PACKED", "PACKED_KNOWN",
-    "PACK_AFTER_SECONDS", "PACK_IDS", "PARENT_DDL", "ROWS_DDL", "TABLE", "Maintenance",
-    "add_packed", "add_partition", "as_uuid", "claim", "create_schema", "cutoff", "day_of",
-    "ddl_lock", "detached", "droppable", "epoch_day", "from_epoch_day", "init", "keep_days",
-    "legacy_expired", "maintain", "pack", "packable", "packed_name", "partition_name",
-    "partitions", "relkind", "today", "unclaim",
+    "AHEAD_DAYS",
+    "DEFAULT",
+    "DEFAULT_KEEP_DAYS",
+    "LEGACY",
+    "PACKED",
+    "PACKED_KNOWN",
+    "PACK_AFTER_SECONDS",
+    "PACK_IDS",
+    "PARENT_DDL",
+    "REDRIVEN",
+    "ROWS_DDL",
+    "TABLE",
+    "Claim",
+    "Maintenance",
+    "add_packed",
+    "add_partition",
+    "as_uuid",
+    "claim",
+    "create_schema",
+    "cutoff",
+    "day_of",
+    "db_today",
+    "ddl_lock",
+    "detached",
+    "droppable",
+    "epoch_day",
+    "from_epoch_day",
+    "init",
+    "keep_days",
+    "legacy_expired",
+    "maintain",
+    "pack",
+    "packable",
+    "packed_name",
+    "partition_name",
+    "partitions",
+    "redrive_keep_days",
+    "relkind",
+    "replicas",
+    "today",
+    "unclaim",
 ]

@@ -14,16 +14,20 @@ from typing import Any, Protocol
 
 import psycopg
 
-from login_etl.ledger.days import LEGACY, PACKED, TABLE, from_epoch_day, today
-from login_etl.ledger.schema import as_uuid
+from login_etl.ledger.days import LEGACY, PACKED, REDRIVEN, TABLE, from_epoch_day
+from login_etl.ledger.schema import as_uuid, db_today
 from login_etl.messages import copy_value
 
 
 class Consults(Protocol):
-    """Whether claims also consult the legacy table (the store's flag, shared by its
-    transactions; cleared when another replica dropped the table)."""
+    """The store's view shared by its transactions: whether claims also consult the legacy
+    table (cleared when another replica dropped it), the database's UTC day as of the
+    transaction's start (read with its bounds, so no statement of its own), and whether the
+    redriven copies' table exists."""
 
     legacy: bool
+    today: int
+    redriven: bool
 
 
 _CLAIM = (
@@ -44,19 +48,30 @@ PACKED_KNOWN = (
     f" AND p.lo <= {as_uuid('b')} ORDER BY p.lo DESC LIMIT 1) p"
     f" WHERE {as_uuid('b')} = ANY(p.ids)")
 
+# Redriven copies' ids filed day-less; the ones returned are new there.
+_REDRIVEN_CLAIM = (
+    f"INSERT INTO {REDRIVEN} (id, day) SELECT * FROM unnest(%s::text[], %s::date[])"
+    " ON CONFLICT DO NOTHING RETURNING id")
+
 Row = tuple[str, bool, int]
+# (message id, outcome), optionally with its day and whether it is a redriven copy.
+Claim = tuple[str, str] | tuple[str, str, int] | tuple[str, str, int, bool]
 
 
-def claim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, str] | tuple[str, str, int]],
+def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
           store: Consults | None = None) -> set[str]:
-    """File (message id, outcome, day) in the ledger; return the ids not seen before (the
-    rest are repeats). The day (days since 1970-01-01, UTC) is the message's SentTimestamp
-    day or the one its redrive seal carries; without one, today."""
+    """File (message id, outcome, day[, redriven]) in the ledger; return the ids not seen
+    before (the rest are repeats). The day (days since 1970-01-01, UTC) is the message's
+    SentTimestamp day or the one its redrive seal carries; without one, the database's today.
+    A redriven copy is also filed day-less (REDRIVEN), where it outlives its day."""
     if not claims:
         return set()
-    now = today()
-    rows = [(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)  # type: ignore[misc]
-            for c in claims]
+    now = store.today if store is not None else db_today(conn)
+    # In one order (day, id) for every claimer: two batches sharing ids then wait for each
+    # other at the first shared id instead of deadlocking.
+    rows = sorted([(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)  # type: ignore[misc]
+                   for c in claims], key=_order)
+    redriven = [(c[0], c[2]) for c in claims if len(c) > 3 and c[3]]  # type: ignore[misc]
     if store is not None and store.legacy:
         found = _known_before(conn, [r[0] for r in rows], store)
         rows = [r for r in rows if r[0] not in found]
@@ -81,7 +96,26 @@ def claim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, str] | tupl
     # Ids filed for a day before today may be in its packed rows: looked up only now, after
     # filing, so that a claim that waited for a packing of that day sees what it packed.
     late = [r for r in rows if r[2] < now and r[0] in claimed]
-    return claimed - _packed_before(conn, late) if late else claimed
+    if late:
+        claimed -= _packed_before(conn, late)
+    if redriven and (store is None or store.redriven):
+        claimed -= _redriven_before(conn, redriven, claimed)
+    return claimed
+
+
+def _redriven_before(conn: psycopg.Connection[Any], redriven: list[tuple[str, int]],
+                     claimed: set[str]) -> set[str]:
+    """The redriven copies filed day-less before (their day may have been dropped since);
+    those just filed under their day are taken back out. Every copy is filed there, a repeat
+    too, so an id filed only under its day before outlives it from now on."""
+    redriven.sort(key=lambda r: (r[1], r[0]))
+    fresh = {r[0] for r in conn.execute(
+        _REDRIVEN_CLAIM, ([i for i, _ in redriven],
+                          [from_epoch_day(d) for _, d in redriven])).fetchall()}
+    known = {i for i, _ in redriven if i not in fresh}
+    if known & claimed:
+        _unfile(conn, [(i, d) for i, d in redriven if i in known and i in claimed])
+    return known
 
 
 def _packed_before(conn: psycopg.Connection[Any], rows: list[Row]) -> set[str]:
@@ -89,7 +123,7 @@ def _packed_before(conn: psycopg.Connection[Any], rows: list[Row]) -> set[str]:
     uuids, texts, days_of = _split(rows)
     known = {r[0] for r in conn.execute(PACKED_KNOWN, (days_of, uuids, texts)).fetchall()}
     if known:
-        unclaim(conn, [(i, d) for i, _, d in rows if i in known])
+        _unfile(conn, [(i, d) for i, _, d in rows if i in known])
     return known
 
 
@@ -103,16 +137,31 @@ def _known_before(conn: psycopg.Connection[Any], ids: list[str], store: Consults
         return set()
 
 
-def unclaim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]]) -> None:
+def unclaim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]],
+            store: Consults | None = None) -> None:
     """Take (message id, day) claims back out of the ledger within this transaction
-    (messages left unsettled); only their days' partitions are touched, so a packing of
-    another day never holds this up."""
+    (messages left unsettled): those pairs only, not an id filed under another day, and a
+    redriven copy's day-less entry."""
     if claims:
-        rows = [(i, False, d) for i, d in claims]
-        uuids, texts, days_of = _split(rows)
-        conn.execute(f"DELETE FROM {TABLE} WHERE day = ANY(%s::date[])"
-                     " AND (id = ANY(%s::uuid[]) OR text_id = ANY(%s::text[]))",
-                     (sorted(set(days_of)), [u for u in uuids if u], [t for t in texts if t]))
+        _unfile(conn, claims)
+        if store is None or store.redriven:
+            conn.execute(f"DELETE FROM {REDRIVEN} WHERE id = ANY(%s::text[])",
+                         (sorted({i for i, _ in claims}),))
+
+
+def _unfile(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]]) -> None:
+    """The (id, day) pairs out of the day ledger. The days are also given as a list, so the
+    plan touches their partitions alone and a packing of another day never holds this up."""
+    rows = sorted([(i, False, d) for i, d in claims], key=_order)
+    uuids, texts, days_of = _split(rows)
+    conn.execute(f"DELETE FROM {TABLE} l USING unnest(%s::uuid[], %s::text[], %s::date[])"
+                 " AS b(id, text_id, day) WHERE l.day = ANY(%s::date[]) AND l.day = b.day"
+                 " AND (l.id = b.id OR l.text_id = b.text_id)",
+                 (uuids, texts, days_of, sorted(set(days_of))))
+
+
+def _order(row: Row) -> tuple[int, str]:
+    return row[2], row[0]
 
 
 def _split(rows: Sequence[Row]) -> tuple[list[str | None], list[str | None], list[date]]:

@@ -9,6 +9,7 @@ TABLE = "login_etl_ledger"
 PACKED = "login_etl_ledger_packed"
 DEFAULT = "login_etl_ledger_default"
 LEGACY = "login_etl_ledger_legacy"
+REDRIVEN = "login_etl_ledger_redriven"
 # Days kept when the queue's retention is not known (SQS's longest retention is 14 days).
 DEFAULT_KEEP_DAYS = 15
 # Days created ahead of today, so the worker never writes into a day it still has to create.
@@ -33,6 +34,8 @@ def from_epoch_day(day: int) -> date:
 
 
 def today() -> int:
+    """This machine's UTC day: for tools and tests. The worker's ledger decisions take the
+    database's day (schema.db_today, Store.today), so a replica's clock never enters them."""
     return epoch_day(datetime.now(UTC).date())
 
 
@@ -49,6 +52,13 @@ def keep_days(retention_seconds: int | None) -> int:
     if retention_seconds is None:
         return DEFAULT_KEEP_DAYS
     return -(-retention_seconds // 86_400) + 1
+
+
+def redrive_keep_days(source_seconds: int | None, dlq_seconds: int | None) -> int:
+    """Days a redriven copy's id is kept after its origin's day: the DLQ keeps a message
+    until its origin's retention there ends (SQS counts from the first enqueue), and a copy
+    redriven at the last moment lives the source queue's retention more."""
+    return keep_days(source_seconds) + keep_days(dlq_seconds)
 
 
 def day_of(name: str, parent: str = TABLE) -> int | None:

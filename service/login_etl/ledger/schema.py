@@ -3,22 +3,22 @@ at start (init-db, or a replica finding days ahead missing)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from login_etl.ledger import replicas
 from login_etl.ledger.days import (
     AHEAD_DAYS,
     DEFAULT,
     LEGACY,
     PACKED,
+    REDRIVEN,
     TABLE,
     day_of,
     from_epoch_day,
     packed_name,
     partition_name,
-    today,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS {PACKED}(
   PRIMARY KEY (day, lo)
 ) PARTITION BY RANGE (day);
 """
+# Redriven copies' ids, day-less: kept by their origin's day for as long as a copy can still
+# come back (the DLQ's retention and then the source's), past the dropping of that day.
+REDRIVEN_DDL = f"""
+CREATE TABLE IF NOT EXISTS {REDRIVEN}(
+  id text PRIMARY KEY,
+  day date NOT NULL
+);
+"""
 
 
 def as_uuid(alias: str) -> str:
@@ -93,12 +101,28 @@ def detached(conn: psycopg.Connection[Any]) -> list[str]:
     return sorted(str(r[0]) for r in rows)
 
 
+def db_today(conn: psycopg.Connection[Any]) -> int:
+    """The database's UTC day (days since 1970-01-01): every replica agrees on it, whatever
+    its own clock says."""
+    return int(_value(conn, "SELECT (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01'"))
+
+
+def db_seconds(conn: psycopg.Connection[Any]) -> float:
+    """The database's time, in seconds since 1970 (UTC)."""
+    return float(_value(conn, "SELECT extract(epoch FROM now())"))
+
+
+def _value(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
 def init(store: Store, keep_days: int) -> None:
     """Create what is missing (the ledger's days from `keep_days` back to a few ahead), and
     turn an unpartitioned ledger of before into the legacy table; a role without CREATE
     can run against an existing schema."""
-    now = today()
     with store.bounded() as conn:
+        now = db_today(conn)
         ready = _ready(store, conn, now)
         if ready is True:
             return
@@ -108,19 +132,29 @@ def init(store: Store, keep_days: int) -> None:
         # A transaction-level lock: released at COMMIT, so it holds under transaction
         # pooling too (a session lock could outlive us on a shared server connection).
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        # Partition DDL is serialised with housekeeping's (a replica of another version may be
+        # running it meanwhile).
+        ddl_lock(conn)
         conn.execute(ROWS_DDL)
         create_schema(conn, range(now - keep_days, now + AHEAD_DAYS + 1))
         store.legacy = relkind(conn, LEGACY) is not None
+        store.redriven = store.registry = True
+        replicas.heartbeat(conn)
 
 
 def _ready(store: Store, conn: psycopg.Connection[Any], now: int) -> bool | None:
     """True: nothing to do; None: only days ahead are missing; False: tables missing."""
     row = conn.execute("SELECT to_regclass('user_logins') IS NOT NULL,"
                        " to_regclass('login_etl_ledger_legacy') IS NOT NULL,"
-                       " to_regclass('login_etl_ledger_packed') IS NOT NULL").fetchone()
+                       " to_regclass('login_etl_ledger_packed') IS NOT NULL,"
+                       f" {_REDRIVEN_RIGHTS}, {_REGISTRY_RIGHTS}").fetchone()
     if not row or not row[0] or not row[2] or relkind(conn, TABLE) != "p":
         return False
     store.legacy = bool(row[1])
+    store.redriven = bool(row[3]) or _try_create(conn, REDRIVEN_DDL, _REDRIVEN_RIGHTS)
+    store.registry = bool(row[4]) or _try_create(conn, replicas.DDL, _REGISTRY_RIGHTS)
+    if store.registry:
+        replicas.heartbeat(conn)
     have = partitions(conn)
     return all(d in have for d in range(now, now + AHEAD_DAYS + 1)) or None
 
@@ -140,6 +174,28 @@ def _add_days(conn: psycopg.Connection[Any], now: int) -> None:
         pass
 
 
+def _may(table: str, *privileges: str) -> str:
+    """SQL: whether `table` exists and this role holds every one of `privileges` on it."""
+    checks = " AND ".join(f"has_table_privilege('{table}', '{p}')" for p in privileges)
+    return f"(to_regclass('{table}') IS NOT NULL AND {checks})"
+
+
+def _try_create(conn: psycopg.Connection[Any], ddl: str, rights: str) -> bool:
+    """Whether a table added by a later schema is usable now: a role without CREATE (or
+    without rights on a table init-db made) runs on without it, claims then skip it."""
+    try:
+        with conn.transaction():
+            conn.execute(ddl)
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return bool(_value(conn, f"SELECT {rights}"))
+
+
+_REDRIVEN_RIGHTS = _may(REDRIVEN, "SELECT", "INSERT", "DELETE")
+_REGISTRY_RIGHTS = (f"{_may(replicas.REPLICAS, 'SELECT', 'INSERT', 'UPDATE', 'DELETE')}"
+                    f" AND {_may(replicas.VERSION, 'SELECT', 'INSERT')}")
+
+
 def create_schema(conn: psycopg.Connection[Any], days: range) -> None:
     """The partitioned ledger and the given days, from nothing or from the unpartitioned
     table of before (renamed, kept for lookups: a rename is instant at any size)."""
@@ -149,6 +205,8 @@ def create_schema(conn: psycopg.Connection[Any], days: range) -> None:
                      f" RENAME TO {LEGACY}_processed_at")
         conn.execute(f"ALTER INDEX IF EXISTS {TABLE}_pkey RENAME TO {LEGACY}_pkey")
     conn.execute(PARENT_DDL)
+    conn.execute(REDRIVEN_DDL)
+    conn.execute(replicas.DDL)
     have = partitions(conn)
     for day in days:
         if day not in have:
@@ -189,6 +247,5 @@ def ddl_lock(conn: psycopg.Connection[Any]) -> None:
 
 def legacy_expired(conn: psycopg.Connection[Any], keep: int) -> bool:
     """Whether the legacy table's newest id is past the retention (an index-only look)."""
-    row = conn.execute(f"SELECT max(processed_at) FROM {LEGACY}").fetchone()
-    newest = row[0] if row else None
-    return newest is None or newest < datetime.now(UTC) - timedelta(days=keep)
+    return bool(_value(conn, f"SELECT coalesce(max(processed_at) < now() - %s * interval '1 day',"
+                              f" true) FROM {LEGACY}", (keep,)))
