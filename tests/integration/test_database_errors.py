@@ -155,7 +155,7 @@ def test_a_claim_racing_the_attach_of_its_day_is_not_a_refused_row(stack: Stack,
         claimer.start()
         wait_until(lambda: stack.query(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'login-etl' AND wait_event_type = 'Lock'")[0][0] == 1,
+            " AND application_name LIKE 'login-etl%%' AND wait_event_type = 'Lock'")[0][0] == 1,
             10, interval=0.02, what="the claim waiting for the default partition")
         time.sleep(0.1)
         attacher.commit()
