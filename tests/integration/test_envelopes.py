@@ -100,3 +100,21 @@ def test_envelopes_none_sends_wrapped_events_to_the_dlq(stack: Stack) -> None:
     [dead] = stack.receive_all(dlq=True)
     assert dead["MessageAttributes"]["reason"]["StringValue"] == "missing_field:user_id"
     assert dead["Body"] == wrapped
+
+
+def test_sns_envelopes_made_by_moto(moto_stack: Stack) -> None:
+    """The same through moto's SNS, a second implementation of the envelope."""
+    endpoint = moto_stack.sqs.meta.endpoint_url
+    sns = boto3.client("sns", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    topic = sns.create_topic(Name=f"t-{uuid.uuid4().hex[:12]}")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=_queue_arn(moto_stack))
+    bodies = [*unique_bodies(9, prefix="moto"), json.dumps({"user_id": "moto-bad"})]
+    for body in bodies:
+        sns.publish(TopicArn=topic, Message=body)
+    _wait_for_depth(moto_stack, 10)
+    moto_stack.cli("run", "--until-empty")
+    assert moto_stack.count_rows() == 9
+    [dead] = moto_stack.receive_all(dlq=True)
+    assert dead["MessageAttributes"]["reason"]["StringValue"] == "missing_field:device_type"
+    assert json.loads(json.loads(dead["Body"])["Message"]) == {"user_id": "moto-bad"}
