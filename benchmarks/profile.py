@@ -34,34 +34,40 @@ from pathlib import Path
 
 from harness import ETL, ChildRun, database, etl_env, event_bodies, fill, queues, run_child, sqs_client
 
-# (stage, pattern over "function (file)" frames). The first stage whose pattern matches a frame
-# of the stack, looking from the innermost frame outwards, takes the sample; ROLE_STAGES
-# decides from the thread's outermost role frame when nothing below matched.
+IMPORTS = "start-up: imports"
+STARTING = "start-up and shutdown (cli, settings, connect)"
+BACKGROUND = "idle polls, depth checks, heartbeat, housekeeping"
+# (stage, pattern over "function (file)" frames), decided by context first: a stack with any
+# frame matching a CONTEXT pattern is that stage (an import is start-up whatever it runs).
+CONTEXT: list[tuple[str, str]] = [
+    (IMPORTS, r"_find_and_load|<frozen importlib"),
+    (STARTING, r"Store\.(open|close)|Worker\.stop\b|\brun \(.*login_etl/cli\.py"),
+    (BACKGROUND, r"Heartbeat|Housekeeping|_drained"),
+    ("ledger claim", r"Transaction\.claim"),
+    ("COPY lines and rows", r"Transaction\.insert|login_event"),
+]
+# Else the first stage whose pattern matches a frame, looking from the innermost frame
+# outwards; ROLE_STAGES decides from the thread's role when nothing below matched.
 STAGES: list[tuple[str, str]] = [
-    ("start-up: imports", r"_find_and_load|<frozen importlib"),
     ("logs and metrics", r"structlog|prometheus_client|\(.*login_etl/logs\.py"),
     ("signing (SigV4)", r"login_etl/sqs/sigv4\.py"),
     ("masking (HMAC, sealing)", r"login_etl/masking\.py"),
-    ("ledger claim", r"\bclaim\b.*\(.*login_etl/(store|ledger)\.py"),
-    ("COPY lines and rows", r"\binsert\b.*\(.*login_etl/store\.py|login_event|_copy_line"),
-    ("commit and transaction", r"login_etl/(store|ledger|pgerrors)\.py|psycopg"),
+    ("commit and transaction", r"login_etl/(store\.py|ledger|pgerrors\.py)|psycopg"),
     ("delete: entries and their grouping", r"\bdelete\b.*\(.*login_etl/queue\.py"),
     ("receive: Received built from the answer", r"\breceive\b.*\(.*login_etl/queue\.py|"
-                                   r"\bReceived\b|_received"),
+                                                r"\bReceived\b|_received"),
     ("validation (parse, JSON)", r"login_etl/messages\.py|orjson"),
     ("thread hand-offs (queues, locks, in-flight book)",
      r"login_etl/inflight\.py|\((/usr|.*python3\.\d+)/(lib/)?python3\.\d+/(queue|threading)\.py"),
-    ("idle polls, depth checks, heartbeat, housekeeping",
-     r"_drained|\bdepth\b|Heartbeat|Housekeeping|BatchWindow"),
+    (BACKGROUND, r"\bdepth\b|BatchWindow"),
     ("HTTP status server", r"login_etl/(http|health)\.py|statuspage|socketserver"),
     ("SQS calls: HTTP, JSON, answer checks, retry wrapper",
      r"login_etl/(sqs|queue|retrying)"),
     ("settle (pipeline)", r"login_etl/pipeline\.py"),
-    ("start-up and shutdown (cli, settings, connect)",
-     r"login_etl/(cli|invocation|settings|worker)\.py|click"),
+    (STARTING, r"login_etl/(cli|invocation|settings|worker)\.py|click"),
 ]
 # Stages of the start-up; their CPU is measured whole by a run on an empty queue.
-START_UP = ("start-up: imports", "start-up and shutdown (cli, settings, connect)")
+START_UP = (IMPORTS, STARTING)
 ROLE_STAGES: list[tuple[str, str]] = [
     ("thread hand-offs (queues, locks, in-flight book)", r"\b(Poller|Batcher|Settler)\b"),
 ]
@@ -95,6 +101,10 @@ def stages(raw: Path) -> collections.Counter[str]:
 
 
 def _first_stage(inner_first: Sequence[str]) -> str:
+    for stage, pattern in CONTEXT:
+        rx = re.compile(pattern)
+        if any(rx.search(frame) for frame in inner_first):
+            return stage
     compiled = [(stage, re.compile(p)) for stage, p in STAGES]
     for frame in inner_first:
         for stage, rx in compiled:
@@ -144,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          str(raw), "--"])
     counts = stages(raw)
     waiting = counts.pop(WAITING, 0)
-    for stage in START_UP:
-        counts.pop(stage, None)
+    started = sum(counts.pop(stage, 0) for stage in START_UP)
     sampled = sum(counts.values())
     n = args.messages
     steady_user = plain.user_seconds - idle.user_seconds
@@ -154,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(user {plain.user_seconds:.2f}, system {plain.system_seconds:.2f}) in "
           f"{plain.seconds:.1f} s; on an empty queue {idle.cpu_seconds:.2f} CPU-s (user "
           f"{idle.user_seconds:.2f}, system {idle.system_seconds:.2f}); {sampled:,} samples "
-          f"holding the GIL after start-up at {args.rate}/s ({waiting:,} in waits, left out); "
+          f"holding the GIL after start-up at {args.rate}/s ({started:,} in start-up and shutdown "
+          f"and {waiting:,} in waits left out); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print()
     print("| stage | share of the Python samples | µs per message |")
