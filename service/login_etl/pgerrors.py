@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from login_etl import retrying
+from login_etl import logs, retrying
 
 # What a transaction can raise from the driver and the pool (the pool's PoolTimeout is a
 # psycopg.OperationalError). UnicodeError: text the driver cannot encode for the connection's
@@ -220,7 +220,8 @@ def why_not(exc: psycopg.Error) -> str:
         return f"{_REFUSALS[sqlstate]} ({sqlstate})"
     text = str(exc)
     said = _SERVER_SAID.findall(text)
-    server = f"the server said: {said[-1].strip()}" if said else None
+    # the server's words, made printable: they reach a terminal at start-up
+    server = f"the server said: {logs.printable(said[-1].strip(), None)}" if said else None
     lowered = text.lower()
     for needles, what in _FAILURES:
         if all(n in lowered for n in needles):

@@ -73,6 +73,11 @@ def test_the_servers_words_are_bounded(said: str, quoted: str) -> None:
         f"the server said: {quoted}")
 
 
+def test_the_servers_words_reach_no_terminal_raw() -> None:
+    said = why_not(psycopg.OperationalError(f"{AT}FATAL:  no\x1b[2J\u202eway"))
+    assert said == "the server said: no\\u001b[2J\\u202eway"
+
+
 def test_an_empty_server_line_is_not_quoted() -> None:
     assert why_not(psycopg.OperationalError(f"{AT}FATAL:  \nmore")) == "OperationalError"
 
