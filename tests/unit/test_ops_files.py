@@ -140,3 +140,19 @@ def test_the_operations_guide_policies_are_json() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         assert json.loads(block)["Version"] == "2012-10-17"
+
+
+def test_the_example_secrets_verify_full_has_its_ca_mounted() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    secret = yaml.safe_load((ROOT / "deploy" / "k8s" / "examples" / "secret.example.yaml").read_text())
+    deployment = next(d for d in kustomization_documents(ROOT / "deploy" / "k8s")
+                      if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "login-etl"]
+    (mount,) = [m for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == volume["name"]]
+    query = parse_qs(urlsplit(secret["stringData"]["database-url"]).query)
+    assert query["sslmode"] == ["verify-full"]
+    (ca,) = query["sslrootcert"]
+    directory, _, key = ca.rpartition("/")
+    assert directory == mount["mountPath"] and key in secret["stringData"]
