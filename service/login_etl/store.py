@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from login_etl import ledger, metrics, retrying
 from login_etl.messages import COLUMNS, LoginEvent
@@ -93,20 +93,14 @@ class Bounds:
 RECONNECT_SECONDS = 1.0
 
 
+# A pool timeout this soon after a read-only session was dropped is reported as read-only.
+READ_ONLY_SAID_SECONDS = 10.0
+
+
 def _reconnect_now(pool: ConnectionPool[Any]) -> None:
     """The pool gave up a run of reconnect attempts: check() starts the next one now."""
     if not pool.closed:
         pool.check()
-
-
-def _usable(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check before each use: alive, and not a read-only session (after a failover
-    such a session stays read-only while the server is writable again), which the pool then
-    drops and replaces (a failed check given back open would be handed out again)."""
-    if read_only(conn):
-        conn.close()
-        raise ReadOnlySession()
-    ConnectionPool.check_connection(conn)
 
 
 def _once(_operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -129,12 +123,25 @@ class Store:
         self.redriven = True
         # Whether the replicas' registry exists (ledger.replicas).
         self.registry = True
+        # When the pool last dropped a read-only session: a pool timeout meanwhile is that.
+        self._read_only_at = float("-inf")
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
-            check=_usable,
+            check=self._usable,
             reconnect_timeout=RECONNECT_SECONDS, reconnect_failed=_reconnect_now,
         )
+
+    def _usable(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check before each use: alive, and not a read-only session (after a
+        failover such a session stays read-only while the server is writable again), which
+        the pool then drops and replaces (a failed check given back open would be handed out
+        again)."""
+        if read_only(conn):
+            self._read_only_at = time.monotonic()
+            conn.close()
+            raise ReadOnlySession()
+        ConnectionPool.check_connection(conn)
 
     def open(self, wait_seconds: float = 10.0, *, patient: bool = True) -> None:
         """Connect once directly, then open the pool: a wrong host, database, role or
@@ -232,6 +239,10 @@ class Store:
             return retrying.call("commit", attempt)
         except DB_ERRORS as exc:
             error = translated(exc)
+            # Said as what it is: the sessions the pool dropped were read-only.
+            if (isinstance(exc, PoolTimeout)
+                    and time.monotonic() - self._read_only_at < READ_ONLY_SAID_SECONDS):
+                error = StoreError("database unavailable: read-only (25006)")
             if not isinstance(error, RowRefused):
                 metrics.IO_ERRORS.labels("commit").inc()
             raise error from exc

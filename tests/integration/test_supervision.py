@@ -32,11 +32,11 @@ from login_etl.cli import main
 fault, flag = sys.argv[1], sys.argv[2]
 if fault == "parse":
     real, calls = roles.parse, [0]
-    def parse(message, masker):
+    def parse(message, masker, *rest):
         calls[0] += 1
         if calls[0] <= 3:
             raise ValueError("a bug about 10.0.0.1")
-        return real(message, masker)
+        return real(message, masker, *rest)
     roles.parse = parse
 elif fault == "gone":
     real_turn = roles.Heartbeat.turn

@@ -8,6 +8,7 @@ on one bad row.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -71,9 +72,10 @@ class FakeStore:
 
     write = Store.write
 
-    def __init__(self, *failures: BaseException) -> None:
+    def __init__(self, *failures: BaseException, read_only_at: float = float("-inf")) -> None:
         self.failures = list(failures)
         self.attempts = 0
+        self._read_only_at = read_only_at
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[str]:
@@ -109,6 +111,18 @@ def test_write_gives_up_after_the_commit_policy_and_counts_one_io_error(
     assert store.attempts == 5 and info.value.retryable is True
     assert info.value.__cause__ is error
     assert io_errors() == before + 1
+
+
+def test_a_pool_timeout_after_read_only_sessions_were_dropped_says_read_only() -> None:
+    """The pool drops read-only sessions in its check, so the write meets only a timeout."""
+    now = time.monotonic()
+    for read_only_at, text in ((now - 1, "database unavailable: read-only (25006)"),
+                               (now - 60, "database unavailable: PoolTimeout")):
+        store = FakeStore(*[psycopg_pool.PoolTimeout("no connection")] * 5,
+                          read_only_at=read_only_at)
+        with pytest.raises(StoreError) as info:
+            store.write(lambda tx: None)
+        assert str(info.value) == text and info.value.retryable is True
 
 
 def test_a_refused_row_is_one_attempt_and_no_io_error() -> None:
