@@ -52,7 +52,7 @@ _PACK_LOCK = 0x10_61_E7_3
 # One packing step moves at most this many ids of a day into its packed rows, and re-cuts at
 # most this many packed rows: each step is a short transaction whatever the day's size.
 STEP_IDS = 2000
-STEP_ROWS = 64
+STEP_ROWS = 32
 # Rows deleted per transaction when pruning a table by DELETE.
 _PRUNE_ROWS = 10_000
 # The first packed row of a day starts at the lowest uuid, so every id has a row to look in.
@@ -71,7 +71,11 @@ _INSERT_CUT = (
 _MERGE = (
     "late AS (SELECT m.id, coalesce(r.lo, '" + _LOWEST + "'::uuid) AS lo FROM moved m"
     f" LEFT JOIN LATERAL (SELECT p.lo FROM {PACKED} p WHERE p.day = %(day)s"
-    " AND p.lo <= m.id ORDER BY p.lo DESC LIMIT 1) r ON true),"
+    " AND p.lo <= m.id ORDER BY p.lo DESC LIMIT 1) r ON true),")
+# The same when no packed row starts inside the step's range (a first packing): every id's row
+# is the one holding the range's start, found once.
+_MERGE_ONE = "late AS (SELECT id, %(floor)s::uuid AS lo FROM moved),"
+_CUT = (
     f" taken AS (DELETE FROM {PACKED} p WHERE p.day = %(day)s"
     " AND p.lo IN (SELECT lo FROM late) RETURNING p.lo, p.ids),"
     " merged AS (SELECT t.lo, u.id FROM taken t, unnest(t.ids) AS u(id)"
@@ -237,16 +241,21 @@ def pack(store: Store, day: int, done: Maintenance | None = None) -> int | None:
         def ranged(conn: psycopg.Connection[Any], b: dict[str, Any] = bounds) -> str | None:
             """The next step's range [after, hi): from the next id to move, to the bound of
             STEP_IDS ids or of STEP_ROWS packed rows, whichever comes first."""
-            b["after"] = _value(conn, f"SELECT id FROM {name} WHERE id >= %s ORDER BY id"
-                                       " LIMIT 1", (b["after"],))
-            if b["after"] is None:
+            row = conn.execute(
+                f"WITH a AS (SELECT id FROM {name} WHERE id >= %(after)s ORDER BY id LIMIT 1),"
+                f" b AS (SELECT a.id, least((SELECT id FROM {name} WHERE id >= a.id ORDER BY id"
+                f" OFFSET {STEP_IDS} LIMIT 1), (SELECT lo FROM {PACKED} WHERE day = %(day)s"
+                f" AND lo > a.id ORDER BY lo OFFSET {STEP_ROWS - 1} LIMIT 1)) AS hi FROM a)"
+                f" SELECT b.id, b.hi, (SELECT lo FROM {PACKED} WHERE day = %(day)s"
+                " AND lo <= b.id ORDER BY lo DESC LIMIT 1),"
+                f" EXISTS (SELECT 1 FROM {PACKED} WHERE day = %(day)s AND lo > b.id"
+                " AND (b.hi IS NULL OR lo < b.hi)) FROM b",
+                {"after": b["after"], "day": from_epoch_day(day)}).fetchone()
+            if row is None:
+                b["after"] = None
                 return None
-            b["hi"] = _value(conn, f"SELECT least((SELECT id FROM {name} WHERE id >= %(after)s"
-                                   f" ORDER BY id OFFSET {STEP_IDS} LIMIT 1),"
-                                   f" (SELECT lo FROM {PACKED} WHERE day = %(day)s"
-                                   " AND lo > %(after)s ORDER BY lo"
-                                   f" OFFSET {STEP_ROWS - 1} LIMIT 1))",
-                             {**b, "day": from_epoch_day(day)})
+            b["after"], b["hi"] = row[0], row[1]
+            b["floor"] = None if row[3] else (row[2] or _LOWEST)
             return "d.id >= %(after)s" + (" AND d.id < %(hi)s" if b["hi"] else "")
 
         count = _step(store, day, ranged, bounds, done)
@@ -268,8 +277,9 @@ def _step(store: Store, day: int, where: str | Callable[..., str | None],
         condition = where if isinstance(where, str) else where(conn)
         if condition is None:
             return 0
+        merge = _MERGE if params.get("floor") is None else _MERGE_ONE
         moved = _value(conn, f"WITH moved AS (DELETE FROM {partition_name(day)} d"
-                             f" WHERE {condition} RETURNING {as_uuid('d')} AS id), {_MERGE}",
+                             f" WHERE {condition} RETURNING {as_uuid('d')} AS id), {merge}{_CUT}",
                        {**params, "day": from_epoch_day(day)})
     if done is not None:
         done.longest_step = max(done.longest_step, time.perf_counter() - started)
