@@ -106,7 +106,7 @@ def send_in_order(stack: Stack, events: list[tuple[str, str]]) -> None:
         assert not response.get("Failed"), response.get("Failed")
 
 
-def fifo_run(stack: Stack, pollers: int = 4) -> None:
+def fifo_run(stack: Stack, pollers: int = 4) -> dict[str, Any]:
     """500 events in 20 groups, one malformed, through four pollers and small batches."""
     stack.cli("init-db")
     with stack.connect() as conn:
@@ -127,29 +127,25 @@ def fifo_run(stack: Stack, pollers: int = 4) -> None:
     assert message["MessageAttributes"]["reason"]["StringValue"] == "missing_field:user_id"
     assert message["Attributes"]["MessageGroupId"] == f"g{HOLE[0]}"
     assert "user_id" not in json.loads(message["Body"])
+    return message
 
 
 @both_clients
 def test_fifo_source_with_fifo_dlq(fifo_stack: Stack) -> None:
     """Acceptance: 499 stored once, in order per group; the malformed one in the FIFO DLQ with
     its reason and group; nothing left in the source; `dlq redrive` moves it back."""
-    fifo_run(fifo_stack)
-    # receive_all hid the DLQ message for 60 s: make it visible again for the redrive.
-    fifo_stack.sqs.purge_queue(QueueUrl=fifo_stack.queue_url)
-    redrive_back(fifo_stack)
-
-
-def redrive_back(stack: Stack) -> None:
-    bad = next(body for group, body in grouped_events() if "user_id" not in json.loads(body))
-    stack.sqs.purge_queue(QueueUrl=stack.dlq_url)
-    stack.sqs.send_message(QueueUrl=stack.dlq_url, MessageBody=bad, MessageGroupId="g3",
-                           MessageDeduplicationId=uuid.uuid4().hex)
-    result = stack.cli("dlq", "redrive")
+    dead = fifo_run(fifo_stack)
+    # receive_all hid the DLQ's message for 60 s: visible again, for the redrive.
+    fifo_stack.sqs.change_message_visibility(QueueUrl=fifo_stack.dlq_url,
+                                             ReceiptHandle=dead["ReceiptHandle"],
+                                             VisibilityTimeout=0)
+    result = fifo_stack.cli("dlq", "redrive")
     assert "moved 1 messages" in result.stdout
-    moved = stack.receive_all(dlq=False)
-    assert [m["Body"] for m in moved] == [bad]
-    assert moved[0]["Attributes"]["MessageGroupId"] == "g3"
-    assert stack.depth(dlq=True)["visible"] == 0
+    [moved] = fifo_stack.receive_all(dlq=False)
+    assert moved["Body"] == dead["Body"]
+    assert moved["Attributes"]["MessageGroupId"] == f"g{HOLE[0]}"
+    assert "login_etl_redrive_of" in moved["MessageAttributes"]
+    assert fifo_stack.depth(dlq=True) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
 @both_clients
