@@ -98,6 +98,8 @@ class Maintenance:
     packing_waits: bool = False
     # The longest packing step (a transaction holding a day's moved ids), in seconds.
     longest_step: float = 0.0
+    # The days packed this run (their space reclaimed next).
+    packed: list[int] = field(default_factory=list)
 
 
 def maintain(store: Store, keep_days: int, redrive_keep: int | None = None) -> Maintenance:
@@ -122,11 +124,12 @@ def maintain(store: Store, keep_days: int, redrive_keep: int | None = None) -> M
         ("prune_redriven", lambda: _prune(store, REDRIVEN, cutoff(now, keep_redriven), done)),
         ("legacy", lambda: _drop_legacy(store, keep_days)),
         ("pack", lambda: _pack_days(store, seconds, now, keep_days, done)),
+        ("reclaim", lambda: _reclaim(store, done.packed)),
     ]
     for name, step in steps:
         if name == "prune_redriven" and not store.redriven:
             continue
-        if name == "pack" and done.packing_waits:
+        if name in ("pack", "reclaim") and done.packing_waits:
             continue
         try:
             step()
@@ -212,6 +215,22 @@ def _pack_days(store: Store, seconds: float, now: int, keep: int, done: Maintena
             return
         done.ids_packed += packed
         done.days_packed += 1 if packed else 0
+        if packed:
+            done.packed.append(day)
+
+
+def _reclaim(store: Store, days: list[int]) -> None:
+    """The space of the rows a packing deleted, back at once: the partition vacuumed (its
+    emptied pages cut off) and its indexes rebuilt, both without a lock that claims wait on.
+    Each a statement of its own, outside a transaction, as PostgreSQL requires."""
+    with store.connection() as conn:
+        conn.autocommit = True
+        try:
+            for day in days:
+                conn.execute(f"VACUUM {partition_name(day)}")
+                conn.execute(f"REINDEX TABLE CONCURRENTLY {partition_name(day)}")
+        finally:
+            conn.autocommit = False
 
 
 def pack(store: Store, day: int, done: Maintenance | None = None) -> int | None:
