@@ -118,3 +118,24 @@ def test_sns_envelopes_made_by_moto(moto_stack: Stack) -> None:
     [dead] = moto_stack.receive_all(dlq=True)
     assert dead["MessageAttributes"]["reason"]["StringValue"] == "missing_field:device_type"
     assert json.loads(json.loads(dead["Body"])["Message"]) == {"user_id": "moto-bad"}
+
+
+def test_eventbridge_events_made_by_moto(moto_stack: Stack) -> None:
+    """An EventBridge rule with the queue as target on moto's server: details stored."""
+    events = boto3.client("events", endpoint_url=moto_stack.sqs.meta.endpoint_url,
+                          region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    rule = f"t-{uuid.uuid4().hex[:12]}"
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["app.logins"]}))
+    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": _queue_arn(moto_stack)}])
+    details = [*unique_bodies(4, prefix="mb"), json.dumps({**json.loads(unique_bodies(1)[0]),
+                                                          "ip": "300.1.1.1"})]
+    answer = events.put_events(Entries=[{"Source": "app.logins", "DetailType": "login",
+                                         "Detail": detail} for detail in details])
+    assert answer["FailedEntryCount"] == 0
+    _wait_for_depth(moto_stack, 5)
+    moto_stack.cli("run", "--until-empty")
+    assert moto_stack.count_rows() == 4
+    [dead] = moto_stack.receive_all(dlq=True)
+    assert dead["MessageAttributes"]["reason"]["StringValue"] == "invalid_ip"
+    assert json.loads(dead["Body"])["detail"]["ip"] == "300.1.1.1"
