@@ -78,12 +78,13 @@ class Bounds:
     idle_in_transaction_ms: int = 60_000
 
     def sql(self) -> str:
-        return (f"SELECT set_config('statement_timeout', '{self.statement_ms:d}', true),"
+        # Answers one value, the database's UTC day: the ledger's "today", never a replica's
+        # clock (read with the bounds, so no statement of its own).
+        return ("SELECT (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01' FROM (SELECT"
+                f" set_config('statement_timeout', '{self.statement_ms:d}', true),"
                 f" set_config('lock_timeout', '{self.lock_ms:d}', true),"
                 " set_config('idle_in_transaction_session_timeout',"
-                f" '{self.idle_in_transaction_ms:d}', true),"
-                # The database's UTC day: the ledger's "today", never a replica's clock.
-                " (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01'")
+                f" '{self.idle_in_transaction_ms:d}', true)) AS bounds")
 
 
 # psycopg_pool doubles the wait between reconnect attempts without bound (1, 2, 4, 8, 16 s),
@@ -195,7 +196,7 @@ class Store:
                 with conn.transaction():
                     row = conn.execute(self._bounds_sql).fetchone()
                     if row:
-                        self.today = int(row[3])
+                        self.today = row[0]
                     yield conn
             except psycopg.Error as exc:
                 # Closed, the pool drops it and connects anew instead of handing it out again.

@@ -12,18 +12,25 @@ index predicate); no time index: the partition is the time. Days outside the par
 than the retention: a redriven copy of an old message) go to the default partition, which is
 pruned by DELETE and stays small.
 
-A day is packed once it ended a day and an hour ago: its ids move into
-login_etl_ledger_packed as sorted arrays of up to 120 (a text id as the uuid of its md5), each
-row keyed by the lowest id it may hold, and the day's partition is emptied. About 18 bytes an
-id instead of about 92. A claim for a day before today also looks its ids up there, after
-filing them: a claim blocked by the packing sees the packed ids once it goes on. Ids claimed
-for a day after it was packed are merged into its arrays by the next packing.
+A day is packed once it ended a day and an hour ago (by the database's clock, as every ledger
+decision: no replica's clock enters them): its ids move into login_etl_ledger_packed as sorted
+arrays of up to 120 (a text id as the uuid of its md5), each row keyed by the lowest id it may
+hold, in steps of a bounded size, each its own transaction, without a table lock. About 18
+bytes an id instead of about 92. A claim for a day before today also looks its ids up there,
+after filing them: a claim that waited for a step sees what it packed. Ids claimed for a day
+after it was packed are merged into its arrays by the next packing.
+
+A redriven copy is also filed day-less (login_etl_ledger_redriven) and kept there for as long
+as a copy can come back (the DLQ's retention and then the source's after its origin's day).
+Replicas register the protocol they speak (replicas.py): what an older one would not
+understand waits while one is seen.
 
 An unpartitioned ledger from before is renamed login_etl_ledger_legacy and consulted by
 every claim until its newest id is past the retention; then it is dropped.
 
-The protocol reads in four modules: days (names, which days are kept or packed), schema (the
-tables and creating them), claims (filing and taking back ids), upkeep (housekeeping).
+The protocol reads in five modules: days (names, which days are kept or packed), schema (the
+tables and creating them), claims (filing and taking back ids), upkeep (housekeeping),
+replicas (the protocol versions sharing the database).
 """
 
 from login_etl.ledger import replicas

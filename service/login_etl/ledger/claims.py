@@ -67,10 +67,10 @@ def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
     if not claims:
         return set()
     now = store.today if store is not None else db_today(conn)
-    # In one order (day, id) for every claimer: two batches sharing ids then wait for each
+    # In one order (by id) for every claimer: two batches sharing ids then wait for each
     # other at the first shared id instead of deadlocking.
     rows = sorted([(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)  # type: ignore[misc]
-                   for c in claims], key=_order)
+                   for c in claims])
     redriven = [(c[0], c[2]) for c in claims if len(c) > 3 and c[3]]  # type: ignore[misc]
     if store is not None and store.legacy:
         found = _known_before(conn, [r[0] for r in rows], store)
@@ -152,16 +152,12 @@ def unclaim(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]],
 def _unfile(conn: psycopg.Connection[Any], claims: Sequence[tuple[str, int]]) -> None:
     """The (id, day) pairs out of the day ledger. The days are also given as a list, so the
     plan touches their partitions alone and a packing of another day never holds this up."""
-    rows = sorted([(i, False, d) for i, d in claims], key=_order)
+    rows = sorted([(i, False, d) for i, d in claims])
     uuids, texts, days_of = _split(rows)
     conn.execute(f"DELETE FROM {TABLE} l USING unnest(%s::uuid[], %s::text[], %s::date[])"
                  " AS b(id, text_id, day) WHERE l.day = ANY(%s::date[]) AND l.day = b.day"
                  " AND (l.id = b.id OR l.text_id = b.text_id)",
                  (uuids, texts, days_of, sorted(set(days_of))))
-
-
-def _order(row: Row) -> tuple[int, str]:
-    return row[2], row[0]
 
 
 def _split(rows: Sequence[Row]) -> tuple[list[str | None], list[str | None], list[date]]:
