@@ -27,6 +27,7 @@ services:
 
 lint: venv
 	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/mypy
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

@@ -24,10 +24,10 @@ from login_etl import __version__, ledger, logs
 from login_etl.fifo import group_of_event, valid_id
 from login_etl.invocation import EXIT_REFUSED, EXIT_UNAVAILABLE, Context, fail
 from login_etl.masking import Masker, UnmaskError
+from login_etl.pgerrors import StoreError
 from login_etl.queue import QueueError
 from login_etl.redrive import redrive
 from login_etl.settings import ConfigError
-from login_etl.store import StoreError
 
 pass_context = click.make_pass_decorator(Context)
 

@@ -13,9 +13,10 @@ import click
 
 from login_etl import logs
 from login_etl.masking import Masker
+from login_etl.pgerrors import StoreError
 from login_etl.queue import Queue, QueueError, SqsApi, dlq_url_for, make_client
 from login_etl.settings import ConfigError, Settings
-from login_etl.store import Bounds, Store, StoreError
+from login_etl.store import Bounds, Store
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 1

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
 
 def _import_structlog() -> Any:
@@ -30,7 +33,10 @@ def _import_structlog() -> Any:
     return structlog
 
 
-structlog = _import_structlog()
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = _import_structlog()
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -59,17 +65,17 @@ def _escape(c: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def _printable_values(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _printable_values(_logger: Any, _name: str, event: EventDict) -> EventDict:
     """For the console renderer, which writes strings as they are (JSON lines escape them)."""
     return {k: printable(v, None) if isinstance(v, str) else v for k, v in event.items()}
 
 
 def configure(log_format: str = "json", level: str = "info") -> None:
-    renderer: structlog.types.Processor = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer() if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    console: list[structlog.types.Processor] = [] if log_format == "json" else [_printable_values]
+    console: list[Processor] = [] if log_format == "json" else [_printable_values]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -97,5 +103,7 @@ def configure(log_format: str = "json", level: str = "info") -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 
-def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)
+def get(name: str) -> FilteringBoundLogger:
+    # get_logger's type is Any (the wrapper class is configurable); configure() makes it this.
+    logger: FilteringBoundLogger = structlog.get_logger(name)
+    return logger

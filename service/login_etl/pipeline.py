@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from login_etl import logs, metrics
 from login_etl.messages import LoginEvent, Received, Rejection
+from login_etl.pgerrors import RowRefused
 from login_etl.queue import Queue, QueueError
-from login_etl.store import RowRefused, Store, Transaction
+from login_etl.store import Store, Transaction
 
 Parsed = LoginEvent | Rejection
 # Reasons (rejections metric) of rejects left in the source queue.

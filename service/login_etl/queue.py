@@ -135,7 +135,9 @@ def _make_client(settings: Settings, pool: int) -> SqsApi:
         parameter_validation=False,
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url, config=config)
+    client: SqsApi = boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url,
+                                                    config=config)
+    return client
 
 
 def entry_bytes(entry: dict[str, Any]) -> int:
@@ -360,9 +362,10 @@ class Queue:
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
             if attributes is not None and attributes[i]:
                 entry["MessageAttributes"] = attributes[i]
-            if self.fifo:
+            # (checked above: a FIFO queue has its dedup_ids)
+            if self.fifo and dedup_ids is not None:
                 entry["MessageGroupId"] = (groups[i] if groups else None) or DEFAULT_GROUP
-                entry["MessageDeduplicationId"] = dedup_ids[i]  # type: ignore[index]
+                entry["MessageDeduplicationId"] = dedup_ids[i]
             entries.append(entry)
         failed = self._batch("send_message_batch", policy, self.client.send_message_batch, entries)
         return sorted(int(e["Id"]) for e in failed)

@@ -16,6 +16,7 @@ its thread (see Role).
 from __future__ import annotations
 
 import contextlib
+import enum
 import queue as stdqueue
 import threading
 import time
@@ -27,15 +28,20 @@ from login_etl.health import Health
 from login_etl.inflight import InFlight
 from login_etl.masking import Masker
 from login_etl.messages import Received, parse
+from login_etl.pgerrors import StoreError
 from login_etl.pipeline import Item, Outcome, Pipeline
 from login_etl.queue import MAX_BATCH, Queue, QueueError
 from login_etl.settings import Settings
-from login_etl.store import Store, StoreError
+from login_etl.store import Store
 
 log = logs.get("login_etl.worker")
 
 # The inbox's last entry at shutdown: the batcher cuts what it has and ends.
-STOP = object()
+class _End(enum.Enum):
+    STOP = "stop"
+
+
+STOP = _End.STOP
 UNTIL_EMPTY_WAIT_SECONDS = 1
 # --until-empty: once a receive comes back short of a full 10 the end is near; short polls
 # (this far apart when empty) then find it without each poller sitting out a 1 s long poll.
@@ -130,7 +136,7 @@ class Crew:
         self.masker = masker
         self.inflight = inflight
         self.health = health
-        self.inbox: stdqueue.Queue[object] = stdqueue.Queue(maxsize=settings.pollers * 4)
+        self.inbox: stdqueue.Queue[Sequence[Item] | _End] = stdqueue.Queue(maxsize=settings.pollers * 4)
         self.handoff = Handoff(settings.pollers)
         self.stopping = threading.Event()
         self.db_up = threading.Event()
@@ -305,7 +311,7 @@ class Batcher(Role):
             self.ended = True
             return
         if got:
-            self.window.add(got, time.monotonic())  # type: ignore[arg-type]
+            self.window.add(got, time.monotonic())
         if self.window.ready(time.monotonic()):
             self._submit(self.window.cut())
 

@@ -20,8 +20,9 @@ from login_etl import logs
 from login_etl.health import Health
 from login_etl.invocation import Context
 from login_etl.masking import Masker
+from login_etl.pgerrors import StoreError
 from login_etl.queue import Queue, QueueError
-from login_etl.store import Store, StoreError
+from login_etl.store import Store
 
 T = TypeVar("T")
 log = logs.get("login_etl.startup")

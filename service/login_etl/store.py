@@ -126,6 +126,7 @@ class Store:
         self.registry = True
         # When the pool last dropped a read-only session: a pool timeout meanwhile is that.
         self._read_only_at = float("-inf")
+        self._conninfo = database_url
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max(1, pool_size), open=False,
             kwargs=CONNECTION_KWARGS, name="login-etl", timeout=3,
@@ -166,7 +167,7 @@ class Store:
     def _probe(self, wait_seconds: float) -> None:
         timeout = max(1, int(wait_seconds / 3))
         try:
-            psycopg.connect(self.pool.conninfo, connect_timeout=timeout,
+            psycopg.connect(self._conninfo, connect_timeout=timeout,
                             **CONNECTION_KWARGS).close()
         except psycopg.OperationalError as exc:
             if refused_for_good(exc):

@@ -69,9 +69,9 @@ def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
     now = store.today if store is not None else db_today(conn)
     # In one order (by id) for every claimer: two batches sharing ids then wait for each
     # other at the first shared id instead of deadlocking.
-    rows = sorted([(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)  # type: ignore[misc]
+    rows = sorted([(c[0], c[1] == "rejected", c[2] if len(c) > 2 else now)
                    for c in claims])
-    redriven = [(c[0], c[2]) for c in claims if len(c) > 3 and c[3]]  # type: ignore[misc]
+    redriven = [(c[0], c[2]) for c in claims if len(c) > 3 and c[3]]
     if store is not None and store.legacy:
         found = _known_before(conn, [r[0] for r in rows], store)
         rows = [r for r in rows if r[0] not in found]

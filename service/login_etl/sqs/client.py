@@ -50,8 +50,10 @@ class SqsClient:
         # urlsplit lowercases the scheme: "HTTPS://" is TLS too.
         if urlsplit(self.endpoint_url).scheme == "https":
             # botocore takes a directory as a CA path as well as a file.
-            where = {"capath" if ca_bundle and os.path.isdir(ca_bundle) else "cafile": ca_bundle}
-            context = ssl.create_default_context(**where)
+            if ca_bundle and os.path.isdir(ca_bundle):
+                context = ssl.create_default_context(capath=ca_bundle)
+            else:
+                context = ssl.create_default_context(cafile=ca_bundle)
         self._connections = Connections(self.endpoint_url + "/", pool, connect_timeout,
                                          read_timeout, tcp_keepalive, context)
         self._host = host_header(self.endpoint_url)

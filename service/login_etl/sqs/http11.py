@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (
@@ -48,6 +48,10 @@ class _SocketReader(socket.SocketIO):
     deadline = float("inf")
     read_timeout: float | None = None
 
+    def __init__(self, sock: socket.socket, mode: Literal["rb"]) -> None:
+        super().__init__(sock, mode)
+        self.sock = sock
+
     def readinto(self, b: Any) -> int | None:
         if self.probing:
             return None
@@ -55,7 +59,7 @@ class _SocketReader(socket.SocketIO):
         if remaining <= 0:
             raise TimeoutError("the call's deadline passed")
         timeout = self.read_timeout
-        self._sock.settimeout(remaining if timeout is None or remaining < timeout else timeout)
+        self.sock.settimeout(remaining if timeout is None or remaining < timeout else timeout)
         return super().readinto(b)
 
 
@@ -190,7 +194,7 @@ def _is_token(name: str) -> bool:
 
 
 def _read_chunked(reader: Any) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     total = 0
     for _ in range(_MAX_CHUNKS):
         line = reader.readline(_MAX_LINE + 1)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from login_etl import logs, metrics, retrying
+from login_etl.messages import COLUMNS
 from login_etl.queue import Depth, QueueError
-from login_etl.store import COLUMNS
 
 ROW_LIMIT = 10
 CACHE_SECONDS = 1.5
@@ -251,8 +251,10 @@ class Snapshots:
         if cached is not None and time.monotonic() - self._cached_at < self._ttl:
             return cached
         # Callers wait only while there is no snapshot yet; later, the one gathering is alone.
-        if not self._lock.acquire(blocking=cached is None):
-            return cached  # type: ignore[return-value]
+        if cached is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):
+            return cached
         try:
             if self._cached is not None and time.monotonic() - self._cached_at < self._ttl:
                 return self._cached

@@ -30,6 +30,9 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    def cell(value: str | None) -> Text:
+        return Text("null", style="dim italic") if value is None else Text(value)
+
     data = to_json(snapshot)
     header = Text.assemble(("login-etl status", "bold"), "  updated ",
                            data["generated_text"], "  ·  last commit: ",
@@ -103,6 +106,5 @@ def render_rich(snapshot: Snapshot, width: int | None = None) -> Any:
         else:
             rows.add_column(labels[column], overflow="fold")
     for row in snapshot.rows:
-        rows.add_row(*(Text("null", style="dim italic") if row[i] is None else Text(row[i])
-                       for i in shown))
+        rows.add_row(*(cell(row[i]) for i in shown))
     return Group(header, top, rows)
