@@ -36,6 +36,28 @@ def test_non_canonical_spellings_miss_the_fast_path(text: str) -> None:
     assert masking._CANONICAL_IPV4.fullmatch(text.strip()) is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2001:db8:85a3::8a2e:370:7334", "2001:db8:85a3::8a2e:370:7334"),
+    ("2001:0DB8:85A3:0000:0000:8A2E:0370:7334", "2001:db8:85a3::8a2e:370:7334"),
+    ("fe80:0:0:0:0:0:0:1", "fe80::1"), ("::", "::"), ("::1", "::1"), ("1::", "1::"),
+    ("1:0:0:1:0:0:0:1", "1:0:0:1::1"), ("1:0:0:0:1:0:0:1", "1::1:0:0:1"),
+    ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"), ("1:0:3:4:5:6:7:8", "1:0:3:4:5:6:7:8"),
+    # ::/96 (inet_ntop would write a dotted quad) and IPv4-mapped addresses in hex groups
+    ("::102:304", "::102:304"), ("0:0:0:0:0:0:a:b", "::a:b"), ("::ffff:102:304", "1.2.3.4"),
+    ("0:0:0:0:0:FFFF:C000:0201", "192.0.2.1"),
+])
+def test_ipv6_in_hex_groups_takes_the_fast_path(no_general_ip_path: None, text: str,
+                                                expected: str) -> None:
+    assert normalise_ip(text) == normalise_ip(f"\t{text} ") == expected
+
+
+@pytest.mark.parametrize("text", ["::ffff:1.2.3.4", "fe80::1%eth0", "::1.2.3.4", "1:2:3:4:5:6:7:8:9",
+                                  "1::2::3", "12345::", "g::1", ":", ":1:2:3:4:5:6:7"])
+def test_other_ipv6_spellings_go_to_the_general_path(text: str) -> None:
+    # Dotted quads and zone ids miss the shape; what inet_pton refuses is asked of ipaddress.
+    assert normalise_ip(text) == masking.parse_ip(text)
+
+
 @pytest.mark.parametrize("text", ["0", "1", "9", "10", "99", "100", "999", "1.0", "0.96", "2.3.0",
                                   "999.999.999", "0.0.0", "01.02.03", "10.200.3", "5.0.19"])
 def test_usual_versions_take_the_fast_path(text: str) -> None:

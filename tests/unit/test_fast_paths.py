@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import string
 
 from hypothesis import given
@@ -31,6 +32,21 @@ spaced = st.tuples(st.sampled_from(["", " ", "\t", "\n", "\u3000"]), dotted,
 @given(st.one_of(dotted, spaced, st.ip_addresses().map(str),
                  st.text(alphabet=string.printable, max_size=20)))
 def test_normalise_ip_matches_ipaddress(text: str) -> None:
+    assert normalise_ip(text) == parse_ip(text)
+
+
+hex_colons = st.text(alphabet="0123456789abcdefABCDEF:", min_size=2, max_size=39)
+v6 = st.ip_addresses(v=6)
+v6_spellings = st.one_of(
+    v6.map(str), v6.map(lambda a: a.exploded), v6.map(lambda a: a.exploded.upper()),
+    # ::/96, where inet_ntop and ipaddress spell differently
+    st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
+    st.lists(st.sampled_from(["0", "00", "000", "0000", "1", "ab", "FFFF", ""]), min_size=2,
+             max_size=9).map(":".join))
+
+
+@given(st.one_of(hex_colons, v6_spellings))
+def test_normalise_ipv6_in_hex_groups_matches_ipaddress(text: str) -> None:
     assert normalise_ip(text) == parse_ip(text)
 
 
