@@ -222,7 +222,7 @@ def normalise_ip(text: str) -> str | None:
             return parse_ip(text)
         if packed[:12] == _IPV4_MAPPED:
             return socket.inet_ntoa(packed[12:])
-        if packed[:12] == _IPV4_COMPATIBLE:
+        if packed[:12] == _IPV4_COMPATIBLE or not _NTOP_AGREES:
             # inet_ntop spells ::/96 with a dotted quad ("::1.2.3.4"), ipaddress does not.
             return _compressed(packed)
         return socket.inet_ntop(socket.AF_INET6, packed)
@@ -264,6 +264,22 @@ def parse_ip(text: str) -> str | None:
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
     return str(address)
+
+
+def _ntop_agrees() -> bool:
+    """Whether this platform's inet_ntop spells addresses outside ::/96 as ipaddress does
+    (glibc's, musl's and the BSDs' do): a token is the HMAC of the spelling, so one address
+    must have one spelling wherever the worker runs."""
+    cases = ("1:0:0:1:0:0:0:1", "1:0:0:0:1:0:0:1", "1:0:3:4:5:6:7:8", "1:2:3:4:5:6:0:0",
+             "0:0:1:2:3:4:5:6", "0:0:0:0:1:0:0:0", "ABCD:0:0:0:0:0:0:EF", "fe80::1", "1::")
+    try:
+        return all(socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, c))
+                   == str(ipaddress.IPv6Address(c)) for c in cases)
+    except (OSError, ValueError):
+        return False
+
+
+_NTOP_AGREES = _ntop_agrees()
 
 
 class VersionError(ValueError):

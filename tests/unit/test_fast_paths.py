@@ -6,9 +6,11 @@ import hmac
 import ipaddress
 import string
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from login_etl import masking
 from login_etl.masking import Masker, VersionError, _b64, encode_version, normalise_ip, parse_ip
 from login_etl.settings import MaskingKey
 
@@ -48,6 +50,18 @@ v6_spellings = st.one_of(
 @given(st.one_of(hex_colons, v6_spellings))
 def test_normalise_ipv6_in_hex_groups_matches_ipaddress(text: str) -> None:
     assert normalise_ip(text) == parse_ip(text)
+
+
+@given(st.one_of(hex_colons, v6_spellings))
+def test_the_formatter_alone_matches_ipaddress(text: str) -> None:
+    # What a platform whose inet_ntop spells differently would use for every address.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masking, "_NTOP_AGREES", False)
+        assert normalise_ip(text) == parse_ip(text)
+
+
+def test_this_platforms_inet_ntop_agrees_with_ipaddress() -> None:
+    assert masking._NTOP_AGREES
 
 
 digits = st.text(alphabet="0123456789", min_size=0, max_size=5)
