@@ -405,3 +405,21 @@ def test_a_rolling_upgrade_beside_the_previous_release(store: Store, database: s
     # A replica registered with an older protocol holds packing back too.
     _query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('b', 1)")
     assert store.maintain_ledger(keep_days=KEEP).packing_waits
+
+
+def test_housekeeping_is_left_to_a_newer_replica_while_one_is_seen(store: Store,
+                                                                    database: str) -> None:
+    """A replica of a newer protocol registered: this one leaves housekeeping to it; once
+    that replica is no longer seen (a rollback), this one takes it up again."""
+    ahead = ledger.today() + ledger.AHEAD_DAYS
+    _query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
+    _query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('new', %s)",
+           (ledger.replicas.PROTOCOL + 1,))
+    store.maintain_ledger(keep_days=KEEP)
+    with store.bounded() as conn:
+        assert ahead not in ledger.partitions(conn)
+    _query(database, "UPDATE login_etl_ledger_replicas SET seen = now() - interval '3 hours'"
+                     " WHERE name = 'new'")
+    assert store.maintain_ledger(keep_days=KEEP).days_created == 1
+    with store.bounded() as conn:
+        assert ahead in ledger.partitions(conn)

@@ -4,8 +4,8 @@ by construction: what an older replica would not understand waits while one is s
 Each replica registers with a heartbeat (at start and at every housekeeping run) and the
 protocol version it speaks. Releases from before the registry do not register: they are seen
 by their connections' application_name, which carried no version then. The schema records the
-highest version that has run against it; a replica finding a newer one leaves housekeeping to
-the newer replicas.
+protocols that have run against it. A replica seeing a newer one leaves housekeeping to it
+while it is seen (after a rollback, the older release takes housekeeping up again).
 """
 
 from __future__ import annotations
@@ -56,18 +56,22 @@ def heartbeat(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"DELETE FROM {REPLICAS} WHERE seen < now() - interval '1 day'")
 
 
-def oldest_seen(conn: psycopg.Connection[Any]) -> int:
-    """The oldest protocol among the replicas seen now: 1 for a connection of a release from
-    before the registry (its application_name carries no version)."""
+def seen(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """The oldest and the newest protocol among the replicas seen now: 1 for a connection of a
+    release from before the registry (its application_name carries no version)."""
     row = conn.execute(
-        "SELECT least((SELECT min(version) FROM " + REPLICAS
-        + f" WHERE seen > now() - interval '{SEEN_FOR}'),"
-        " (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = %s LIMIT 1))", (UNVERSIONED_NAME,)).fetchone()
-    return int(row[0]) if row and row[0] is not None else PROTOCOL
+        f"SELECT least(min(version), (SELECT 1 FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s LIMIT 1)),"
+        f" max(version) FROM {REPLICAS} WHERE seen > now() - interval '{SEEN_FOR}'",
+        (UNVERSIONED_NAME,)).fetchone()
+    if not row:
+        return PROTOCOL, PROTOCOL
+    return (int(row[0]) if row[0] is not None else PROTOCOL,
+            int(row[1]) if row[1] is not None else PROTOCOL)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
-    """The highest protocol that has run against this schema."""
+    """The highest protocol that has run against this schema (a later release reads it to know
+    what it migrates from)."""
     row = conn.execute(f"SELECT max(version) FROM {VERSION}").fetchone()
     return int(row[0]) if row and row[0] is not None else 0

@@ -30,7 +30,7 @@ from login_etl.ledger.days import (
     packed_name,
     partition_name,
 )
-from login_etl.ledger.replicas import PROTOCOL, heartbeat, oldest_seen, schema_version
+from login_etl.ledger.replicas import PROTOCOL, heartbeat, seen
 from login_etl.ledger.schema import (
     add_packed,
     add_partition,
@@ -112,10 +112,11 @@ def maintain(store: Store, keep_days: int, redrive_keep: int | None = None) -> M
         now, seconds = db_today(conn), db_seconds(conn)
         if store.registry:
             heartbeat(conn)
-            if schema_version(conn) > PROTOCOL:
-                # A newer release runs here: its housekeeping is the one that knows the schema.
+            oldest, newest = seen(conn)
+            if newest > PROTOCOL:
+                # A newer release runs beside this one: its housekeeping knows the schema.
                 return done
-            done.packing_waits = oldest_seen(conn) < PROTOCOL
+            done.packing_waits = oldest < PROTOCOL
     keep_redriven = redrive_keep if redrive_keep is not None else keep_days + DEFAULT_KEEP_DAYS
     steps: list[tuple[str, Callable[[], None]]] = [
         ("create", lambda: _create_days(store, now, keep_days, done)),
