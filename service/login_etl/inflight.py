@@ -17,7 +17,7 @@ from login_etl.messages import Received
 from login_etl.pipeline import Outcome
 from login_etl.queue import Queue, QueueError
 
-log = logs.get("login_etl.worker")
+log = logs.get("login_etl.inflight")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from login_etl.queue import MAX_BATCH, Queue, QueueError
 from login_etl.settings import Settings
 from login_etl.store import Store
 
-log = logs.get("login_etl.worker")
+log = logs.get("login_etl.roles")
 
 # The inbox's last entry at shutdown: the batcher cuts what it has and ends.
 class _End(enum.Enum):

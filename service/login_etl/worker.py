@@ -59,6 +59,7 @@ class Worker:
         self.until_empty = until_empty
         self.keep_messages = keep_messages
         self.health = health or Health()
+        self._switch_before = sys.getswitchinterval()
         self.inflight = InFlight(source, keep_settled=keep_messages)
         self.crew = Crew(settings, store, source,
                          Pipeline(store, source, dlq, keep_messages=keep_messages), masker,
@@ -89,6 +90,8 @@ class Worker:
         return self.crew.fatal
 
     def start(self) -> None:
+        # Process-wide: the one before is given back by stop().
+        self._switch_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         for role in self.roles:
             role.start()
@@ -166,6 +169,7 @@ class Worker:
         crew.handoff.close(len(self.settlers))
         self.store.close()
         log.info("pools_closed")
+        sys.setswitchinterval(self._switch_before)
 
     def _empty_inbox(self) -> None:
         """Parsed lists no batcher will take: their messages are held, so released with the

@@ -16,7 +16,7 @@ from login_etl.messages import Received
 from login_etl.metrics import BatchHistogram
 from login_etl.queue import Depth
 from login_etl.statuspage import Counters, StatusPage, render_html, render_rich, to_json
-from tests.unit.test_statuspage import FakeQueue, FakeStore
+from tests.unit.fakes import DepthQueue, RowStore
 
 
 def test_a_batch_of_ages_lands_in_the_same_buckets_as_one_by_one() -> None:
@@ -45,8 +45,8 @@ def test_the_oldest_message_in_hand_is_a_gauge_read_when_scraped() -> None:
 
 
 def _page(counters: Counters | None) -> StatusPage:
-    return StatusPage(FakeQueue("source", Depth(0, 0, 0)), FakeQueue("dlq", Depth(0, 0, 0)),
-                      FakeStore([]), counters=lambda: counters, counters_scope="the worker",
+    return StatusPage(DepthQueue("source", Depth(0, 0, 0)), DepthQueue("dlq", Depth(0, 0, 0)),
+                      RowStore([]), counters=lambda: counters, counters_scope="the worker",
                       clock=lambda: 1_767_225_700.0)
 
 

@@ -7,10 +7,8 @@ keep a committed ledger; tests/integration/test_pipeline.py runs the same agains
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
-from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
 
@@ -20,105 +18,11 @@ import pytest
 
 from login_etl import metrics
 from login_etl import pipeline as pipeline_module
-from login_etl.messages import LoginEvent, Received, Rejection, login_event
+from login_etl.messages import Received, Rejection, login_event
 from login_etl.pipeline import DLQ_REFUSED, Item, Outcome, Pipeline
 from login_etl.queue import QueueError
-from login_etl.store import Store, StoreError
-
-Calls = list[tuple[str, Any]]
-
-
-class FakeTransaction:
-    def __init__(self, store: FakeStore) -> None:
-        self.store = store
-        self.claimed: list[str] = []
-        self.rows: list[LoginEvent] = []
-
-    def claim(self, claims: Sequence[tuple[str, str, int]]) -> set[str]:
-        self.store.calls.append(("claim", [c[0] for c in claims]))
-        self.store.outcomes.update((c[0], c[1]) for c in claims)
-        if any(c[0] in self.store.refuse_claim for c in claims):
-            raise pg.StringDataRightTruncation("value too long for the ledger")
-        new = {c[0] for c in claims if c[0] not in self.store.ledger}
-        self.claimed += sorted(new)
-        return new
-
-    def insert(self, events: Sequence[LoginEvent]) -> None:
-        self.store.calls.append(("insert", [e.message_id for e in events]))
-        for event in events:
-            if event.user_id in self.store.refuse:
-                raise self.store.refuse[event.user_id]
-        self.rows += events
-
-    def unclaim(self, claims: Sequence[tuple[str, int]]) -> None:
-        ids = [i for i, _ in claims]
-        if ids:
-            self.store.calls.append(("unclaim", ids))
-        self.claimed = [i for i in self.claimed if i not in ids]
-
-
-class FakeStore:
-    """Rows and ledger entries become visible at COMMIT; an exception rolls the lot back.
-
-    write() is the real Store.write over the fake transaction: its retries and its
-    translation of psycopg's errors are the product's.
-    """
-
-    write = Store.write
-
-    def __init__(self, calls: Calls) -> None:
-        self.calls = calls
-        self.ledger: set[str] = set()
-        # the outcome each id was claimed with, as the ledger would keep it
-        self.outcomes: dict[str, str] = {}
-        self.rows: list[LoginEvent] = []
-        self.refuse: dict[str, BaseException] = {}
-        self.refuse_claim: set[str] = set()
-        self.commit_failures: list[BaseException] = []
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[FakeTransaction]:
-        self.calls.append(("begin", None))
-        tx = FakeTransaction(self)
-        try:
-            yield tx
-        except BaseException:
-            self.calls.append(("rollback", None))
-            raise
-        if self.commit_failures:
-            self.calls.append(("commit_failed", None))
-            raise self.commit_failures.pop(0)
-        self.ledger.update(tx.claimed)
-        self.rows += tx.rows
-        self.calls.append(("commit", None))
-
-
-class FakeQueue:
-    def __init__(self, calls: Calls, name: str) -> None:
-        self.calls = calls
-        self.name = name
-        self.sent: list[tuple[str, str]] = []
-        self.refuse: set[str] = set()
-        self.fail_after: int | None = None
-        self.undeletable: set[str] = set()
-        self.delete_error: QueueError | None = None
-
-    def delete(self, messages: Sequence[Received]) -> list[str]:
-        self.calls.append((f"{self.name}.delete", [m.message_id for m in messages]))
-        if self.delete_error:
-            raise self.delete_error
-        return [m.message_id for m in messages if m.message_id in self.undeletable]
-
-    def send_rejections(self, rejected: Sequence[tuple[Received, str]]) -> list[str]:
-        self.calls.append((f"{self.name}.send", [(m.message_id, r) for m, r in rejected]))
-        taken = [(m.message_id, r) for m, r in rejected if m.message_id not in self.refuse]
-        if self.fail_after is not None:
-            error = QueueError("dlq down")
-            error.delivered = [i for i, _ in taken[:self.fail_after]]
-            self.sent += taken[:self.fail_after]
-            raise error
-        self.sent += taken
-        return [m.message_id for m, _ in rejected if m.message_id in self.refuse]
+from login_etl.store import StoreError
+from tests.unit.fakes import Calls, RecordingQueue, RecordingStore
 
 
 @pytest.fixture(autouse=True)
@@ -132,22 +36,22 @@ def calls() -> Calls:
 
 
 @pytest.fixture
-def store(calls: Calls) -> FakeStore:
-    return FakeStore(calls)
+def store(calls: Calls) -> RecordingStore:
+    return RecordingStore(calls)
 
 
 @pytest.fixture
-def source(calls: Calls) -> FakeQueue:
-    return FakeQueue(calls, "source")
+def source(calls: Calls) -> RecordingQueue:
+    return RecordingQueue(calls, "source")
 
 
 @pytest.fixture
-def dlq(calls: Calls) -> FakeQueue:
-    return FakeQueue(calls, "dlq")
+def dlq(calls: Calls) -> RecordingQueue:
+    return RecordingQueue(calls, "dlq")
 
 
 @pytest.fixture
-def pipeline(store: FakeStore, source: FakeQueue, dlq: FakeQueue) -> Pipeline:
+def pipeline(store: RecordingStore, source: RecordingQueue, dlq: RecordingQueue) -> Pipeline:
     return Pipeline(store, source, dlq)  # type: ignore[arg-type]
 
 
@@ -172,7 +76,7 @@ def count(name: str, *labels: str) -> float:
 # -- the order --------------------------------------------------------------------------------
 
 
-def test_commit_comes_before_the_delete(pipeline: Pipeline, store: FakeStore,
+def test_commit_comes_before_the_delete(pipeline: Pipeline, store: RecordingStore,
                                         calls: Calls) -> None:
     outcome = pipeline.settle([good("a"), good("b")])
     assert calls == [("begin", None), ("claim", ["a", "b"]), ("insert", ["a", "b"]),
@@ -189,8 +93,8 @@ def test_a_settled_batch_sets_the_last_commit_time(pipeline: Pipeline) -> None:
     assert abs(metrics.LAST_COMMIT._value.get() - time.time()) < 60
 
 
-def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, store: FakeStore,
-                                                    dlq: FakeQueue, calls: Calls) -> None:
+def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, store: RecordingStore,
+                                                    dlq: RecordingQueue, calls: Calls) -> None:
     before = count("REJECTIONS", "invalid_json")
     outcome = pipeline.settle([good("a"), bad("b"), bad("c", "invalid_ip")])
     assert calls == [("begin", None), ("claim", ["a", "b", "c"]), ("insert", ["a"]),
@@ -202,7 +106,7 @@ def test_the_dlq_hand_off_is_inside_the_transaction(pipeline: Pipeline, store: F
     assert count("REJECTIONS", "invalid_json") == before + 1
 
 
-def test_a_failed_commit_deletes_nothing(pipeline: Pipeline, store: FakeStore,
+def test_a_failed_commit_deletes_nothing(pipeline: Pipeline, store: RecordingStore,
                                          calls: Calls) -> None:
     store.commit_failures = [psycopg.OperationalError("server closed the connection")] * 5
     before = count("IO_ERRORS", "commit")
@@ -216,8 +120,8 @@ def test_a_failed_commit_deletes_nothing(pipeline: Pipeline, store: FakeStore,
     assert count("IO_ERRORS", "commit") == before + 1
 
 
-def test_a_commit_retried_hands_a_reject_off_once(pipeline: Pipeline, store: FakeStore,
-                                                  dlq: FakeQueue, calls: Calls) -> None:
+def test_a_commit_retried_hands_a_reject_off_once(pipeline: Pipeline, store: RecordingStore,
+                                                  dlq: RecordingQueue, calls: Calls) -> None:
     store.commit_failures = [psycopg.OperationalError("lost")]
     outcome = pipeline.settle([good("a"), bad("b")])
     assert dlq.sent == [("b", "invalid_json")]
@@ -228,7 +132,7 @@ def test_a_commit_retried_hands_a_reject_off_once(pipeline: Pipeline, store: Fak
 
 
 def test_a_permanent_database_error_is_one_attempt_and_not_retryable(
-        pipeline: Pipeline, store: FakeStore, calls: Calls) -> None:
+        pipeline: Pipeline, store: RecordingStore, calls: Calls) -> None:
     store.commit_failures = [pg.UndefinedTable("no user_logins")]
     with pytest.raises(StoreError) as info:
         pipeline.settle([good("a")])
@@ -237,8 +141,8 @@ def test_a_permanent_database_error_is_one_attempt_and_not_retryable(
     assert names(calls) == ["begin", "claim", "insert", "commit_failed"]
 
 
-def test_a_failed_hand_off_rolls_back_and_deletes_nothing(pipeline: Pipeline, store: FakeStore,
-                                                          dlq: FakeQueue, calls: Calls) -> None:
+def test_a_failed_hand_off_rolls_back_and_deletes_nothing(pipeline: Pipeline, store: RecordingStore,
+                                                          dlq: RecordingQueue, calls: Calls) -> None:
     dlq.fail_after = 1
     items = [good("a"), bad("b"), bad("c")]
     with pytest.raises(QueueError):
@@ -263,8 +167,8 @@ class Log:
         self.events.append((event, fields))
 
 
-def test_a_reject_the_dlq_refuses_stays_in_the_source(pipeline: Pipeline, store: FakeStore,
-                                                      dlq: FakeQueue, calls: Calls,
+def test_a_reject_the_dlq_refuses_stays_in_the_source(pipeline: Pipeline, store: RecordingStore,
+                                                      dlq: RecordingQueue, calls: Calls,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     log = Log()
     monkeypatch.setattr(pipeline_module, "log", log)
@@ -291,8 +195,8 @@ def test_a_reject_the_dlq_refuses_stays_in_the_source(pipeline: Pipeline, store:
 
 
 @pytest.mark.parametrize("position", [0, 3, 6])
-def test_halving_isolates_the_one_row_the_database_refuses(pipeline: Pipeline, store: FakeStore,
-                                                           dlq: FakeQueue, calls: Calls,
+def test_halving_isolates_the_one_row_the_database_refuses(pipeline: Pipeline, store: RecordingStore,
+                                                           dlq: RecordingQueue, calls: Calls,
                                                            position: int) -> None:
     items = [good(f"m{i}") for i in range(7)]
     items[position] = good(f"m{position}", user_id="refused")
@@ -319,20 +223,20 @@ def test_halving_isolates_the_one_row_the_database_refuses(pipeline: Pipeline, s
 
 
 def test_a_row_refused_as_text_the_connection_cannot_encode(pipeline: Pipeline,
-                                                            store: FakeStore) -> None:
+                                                            store: RecordingStore) -> None:
     store.refuse["u-b"] = UnicodeEncodeError("latin-1", "ü", 0, 1, "not encodable")
     outcome = pipeline.settle([good("a"), good("b")])
     assert outcome.rejected == [("b", "db_rejected:encoding")] and outcome.stored == 1
 
 
-def test_a_refused_row_without_sqlstate(pipeline: Pipeline, store: FakeStore) -> None:
+def test_a_refused_row_without_sqlstate(pipeline: Pipeline, store: RecordingStore) -> None:
     store.refuse["u-a"] = psycopg.DataError("no code")
     outcome = pipeline.settle([good("a")])
     assert outcome.rejected == [("a", "db_rejected:unknown")]
 
 
 def test_a_reject_whose_ledger_entry_is_refused_stays_in_the_source(
-        pipeline: Pipeline, store: FakeStore, source: FakeQueue, calls: Calls) -> None:
+        pipeline: Pipeline, store: RecordingStore, source: RecordingQueue, calls: Calls) -> None:
     store.refuse_claim = {"b"}
     outcome = pipeline.settle([good("a"), bad("b")])
     assert outcome.left_in_queue == [("b", "ledger_refused")]
@@ -344,7 +248,7 @@ def test_a_reject_whose_ledger_entry_is_refused_stays_in_the_source(
 
 
 def test_ids_already_in_the_ledger_are_duplicates_and_deleted(pipeline: Pipeline,
-                                                              store: FakeStore, dlq: FakeQueue,
+                                                              store: RecordingStore, dlq: RecordingQueue,
                                                               calls: Calls) -> None:
     store.ledger = {"a", "b"}
     outcome = pipeline.settle([good("a"), bad("b"), good("c")])
@@ -353,7 +257,7 @@ def test_ids_already_in_the_ledger_are_duplicates_and_deleted(pipeline: Pipeline
     assert calls[-1] == ("source.delete", ["a", "b", "c"])
 
 
-def test_the_same_message_twice_in_a_batch_is_one_row(pipeline: Pipeline, store: FakeStore,
+def test_the_same_message_twice_in_a_batch_is_one_row(pipeline: Pipeline, store: RecordingStore,
                                                       calls: Calls) -> None:
     before = count("MESSAGES", "duplicate")
     outcome = pipeline.settle([good("a"), good("b"), good("a")])
@@ -363,7 +267,7 @@ def test_the_same_message_twice_in_a_batch_is_one_row(pipeline: Pipeline, store:
     assert count("MESSAGES", "duplicate") == before + 1
 
 
-def test_keep_messages_deletes_nothing(store: FakeStore, source: FakeQueue, dlq: FakeQueue,
+def test_keep_messages_deletes_nothing(store: RecordingStore, source: RecordingQueue, dlq: RecordingQueue,
                                        calls: Calls) -> None:
     outcome = Pipeline(store, source, dlq, keep_messages=True).settle(  # type: ignore[arg-type]
         [good("a"), bad("b")])
@@ -372,7 +276,7 @@ def test_keep_messages_deletes_nothing(store: FakeStore, source: FakeQueue, dlq:
 
 
 def test_a_failed_delete_after_the_commit_is_reported_not_raised(
-        pipeline: Pipeline, source: FakeQueue, store: FakeStore) -> None:
+        pipeline: Pipeline, source: RecordingQueue, store: RecordingStore) -> None:
     source.undeletable = {"b"}
     assert pipeline.settle([good("a"), good("b")]).not_deleted == ["b"]
     source.delete_error = QueueError("sqs down")

@@ -29,44 +29,9 @@ from login_etl.statuspage import (
     to_json,
 )
 from login_etl.statuspage.format import LEVELS
+from tests.unit.fakes import RAW_BODY, DepthQueue, RowStore
 
 XSS = "<script>alert(1)</script>"
-RAW_BODY = json.dumps({"user_id": "u1", "ip": "203.0.113.77", "device_id": "raw-device-4242"})
-
-
-class FakeQueue:
-    """Counts only; receiving would expose bodies, so it fails the test if ever called."""
-
-    def __init__(self, label: str, depth: Depth | Exception) -> None:
-        self.label = label
-        self.url = f"http://127.0.0.1:4566/000000000000/q-{label}"
-        self._depth = depth
-        self.bodies = [RAW_BODY]
-        self.calls = 0
-
-    def depth(self) -> Depth:
-        self.calls += 1
-        if isinstance(self._depth, Exception):
-            raise self._depth
-        return self._depth
-
-    def receive(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the status page must never receive messages")
-
-
-class FakeStore:
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self.rows = rows
-        self.calls = 0
-
-    def latest_rows(self, limit: int = 10) -> list[tuple[Any, ...]]:
-        self.calls += 1
-        return self.rows[:limit]
-
-    def count_rows(self) -> int:
-        return len(self.rows)
-
-
 ROWS: list[tuple[Any, ...]] = [
     (XSS, "android", "h1.k1.AAAA", "h1.k1.BBBB", None, 2003000, date(2026, 1, 2)),
     ("\"quoted\" & 'single'", "ios", "h1.k1.CCCC", "h1.k1.DDDD", "DE", 96000, date(2026, 1, 2)),
@@ -80,8 +45,8 @@ def counters() -> Counters:
 
 
 def page(rows: list[tuple[Any, ...]] | None = None, **kwargs: Any) -> StatusPage:
-    return StatusPage(FakeQueue("source", Depth(3, 2, 1)), FakeQueue("dlq", Depth(1, 0, 0)),
-                      FakeStore(ROWS if rows is None else rows), counters=counters, **kwargs)
+    return StatusPage(DepthQueue("source", Depth(3, 2, 1)), DepthQueue("dlq", Depth(1, 0, 0)),
+                      RowStore(ROWS if rows is None else rows), counters=counters, **kwargs)
 
 
 def test_stored_script_is_escaped_in_html() -> None:
@@ -131,8 +96,8 @@ def test_a_refresh_swaps_every_part_that_can_change() -> None:
         rest = rest.split("</span>", 1)[1]
         return head + rest.split("<main>", 1)[0] + rest.split("</main>", 1)[1]
 
-    quiet = StatusPage(FakeQueue("source", QueueError("down")), FakeQueue("dlq", Depth(0, 0, 0)),
-                       FakeStore([]), counters=lambda: None, clock=lambda: 1_000.0)
+    quiet = StatusPage(DepthQueue("source", QueueError("down")), DepthQueue("dlq", Depth(0, 0, 0)),
+                       RowStore([]), counters=lambda: None, clock=lambda: 1_000.0)
     busy = page(clock=lambda: 1_767_225_700.0)
     assert render_html(quiet.snapshot()) != render_html(busy.snapshot())
     assert outside(render_html(quiet.snapshot())) == outside(render_html(busy.snapshot()))
@@ -192,13 +157,13 @@ def test_snapshot_is_cached_so_refreshing_browsers_cannot_load_the_backends() ->
 
 
 def test_a_slow_gather_is_cached_longer() -> None:
-    class SlowStore(FakeStore):
+    class SlowStore(RowStore):
         def count_rows(self) -> int:
             time.sleep(0.2)  # a big table: count(*) scans it
             return super().count_rows()
 
     store = SlowStore(ROWS)
-    status = StatusPage(FakeQueue("source", Depth(0, 0, 0)), FakeQueue("dlq", Depth(0, 0, 0)),
+    status = StatusPage(DepthQueue("source", Depth(0, 0, 0)), DepthQueue("dlq", Depth(0, 0, 0)),
                         store, counters=counters, cache_seconds=0.1)
     status.snapshot()
     time.sleep(0.3)  # past cache_seconds, within five times the gather's cost
@@ -209,13 +174,13 @@ def test_a_slow_gather_is_cached_longer() -> None:
 def test_a_slow_gather_serves_the_previous_snapshot_to_others() -> None:
     release = threading.Event()
 
-    class SlowStore(FakeStore):
+    class SlowStore(RowStore):
         def latest_rows(self, limit: int = 10) -> list[tuple[Any, ...]]:
             if self.calls:
                 release.wait(5)
             return super().latest_rows(limit)
 
-    status = StatusPage(FakeQueue("source", Depth(0, 0, 0)), FakeQueue("dlq", Depth(0, 0, 0)),
+    status = StatusPage(DepthQueue("source", Depth(0, 0, 0)), DepthQueue("dlq", Depth(0, 0, 0)),
                         SlowStore(ROWS), counters=counters, cache_seconds=0)
     first = status.snapshot()
     time.sleep(status._ttl + 0.05)  # let the first snapshot go stale
@@ -230,13 +195,13 @@ def test_a_slow_gather_serves_the_previous_snapshot_to_others() -> None:
 
 
 def test_outages_show_as_errors_not_crashes() -> None:
-    class DownStore(FakeStore):
+    class DownStore(RowStore):
         def latest_rows(self, limit: int = 10) -> list[tuple[Any, ...]]:
             raise ConnectionError("secret detail 203.0.113.77")
 
-    status = StatusPage(FakeQueue("source", QueueError("get_queue_attributes on source queue "
+    status = StatusPage(DepthQueue("source", QueueError("get_queue_attributes on source queue "
                                                        "failed: EndpointConnectionError")),
-                        FakeQueue("dlq", Depth(0, 0, 0)), DownStore([]), counters=lambda: None)
+                        DepthQueue("dlq", Depth(0, 0, 0)), DownStore([]), counters=lambda: None)
     snapshot = status.snapshot()
     data = to_json(snapshot)
     assert data["queues"]["source"]["visible"] is None
@@ -349,7 +314,7 @@ def test_an_error_code_from_sqs_reaches_no_view_raw(capsys: pytest.CaptureFixtur
     from login_etl.queue import Queue
 
     source = Queue(EvilSqs(), "http://127.0.0.1:4566/000000000000/q", label="source")
-    status = StatusPage(source, FakeQueue("dlq", Depth(0, 0, 0)), FakeStore([]),
+    status = StatusPage(source, DepthQueue("dlq", Depth(0, 0, 0)), RowStore([]),
                         counters=lambda: None)
     snapshot = status.snapshot()
     console = Console(width=200, record=True, file=io.StringIO(), force_terminal=True)
@@ -379,7 +344,6 @@ def test_printable_bounds_and_leaves_ordinary_text_alone() -> None:
     assert shown("ThrottlingException é 日本 <b>") == "ThrottlingException é 日本 <b>"
     assert shown("\U000e0001\ud800\u2028") == "\\U000e0001\\ud800\\u2028"
     assert len(shown("x" * 10_000)) == 256 and shown("x" * 10_000).endswith("…")
-
 
 
 def test_reasons_created_at_zero_for_the_alerts_are_not_listed() -> None:

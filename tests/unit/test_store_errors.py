@@ -7,9 +7,7 @@ on one bad row.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 import psycopg
 import psycopg.errors as pg
@@ -20,6 +18,7 @@ from login_etl import metrics
 from login_etl.pgerrors import RowRefused, StoreError, translated
 from login_etl.queue import QueueError
 from login_etl.store import Store
+from tests.unit.fakes import FailingStore
 
 # (error, retryable, the description the worker logs and halts with)
 WHOLE_BATCH = [
@@ -67,24 +66,6 @@ def test_a_store_error_is_retryable_unless_said_otherwise() -> None:
     assert StoreError("x", retryable=False).retryable is False
 
 
-class FakeStore:
-    """The real Store.write over a transaction that raises what it is given, once each."""
-
-    write = Store.write
-
-    def __init__(self, *failures: BaseException, read_only_at: float = float("-inf")) -> None:
-        self.failures = list(failures)
-        self.attempts = 0
-        self._read_only_at = read_only_at
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[str]:
-        self.attempts += 1
-        yield "tx"
-        if self.failures:
-            raise self.failures.pop(0)
-
-
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda _s: None)
@@ -95,7 +76,7 @@ def io_errors() -> float:
 
 
 def test_write_returns_what_the_work_returns_once_committed() -> None:
-    store = FakeStore(psycopg.OperationalError("lost"))
+    store = FailingStore(psycopg.OperationalError("lost"))
     assert store.write(lambda tx: f"{tx} done") == "tx done"
     assert store.attempts == 2
 
@@ -104,7 +85,7 @@ def test_write_returns_what_the_work_returns_once_committed() -> None:
                                    psycopg_pool.PoolTimeout("no connection")])
 def test_write_gives_up_after_the_commit_policy_and_counts_one_io_error(
         error: BaseException) -> None:
-    store = FakeStore(*[error] * 5)
+    store = FailingStore(*[error] * 5)
     before = io_errors()
     with pytest.raises(StoreError) as info:
         store.write(lambda tx: None)
@@ -118,7 +99,7 @@ def test_a_pool_timeout_after_read_only_sessions_were_dropped_says_read_only() -
     now = time.monotonic()
     for read_only_at, text in ((now - 1, "database unavailable: read-only (25006)"),
                                (now - 60, "database unavailable: PoolTimeout")):
-        store = FakeStore(*[psycopg_pool.PoolTimeout("no connection")] * 5,
+        store = FailingStore(*[psycopg_pool.PoolTimeout("no connection")] * 5,
                           read_only_at=read_only_at)
         with pytest.raises(StoreError) as info:
             store.write(lambda tx: None)
@@ -126,7 +107,7 @@ def test_a_pool_timeout_after_read_only_sessions_were_dropped_says_read_only() -
 
 
 def test_a_refused_row_is_one_attempt_and_no_io_error() -> None:
-    store = FakeStore(pg.CheckViolation("refused"))
+    store = FailingStore(pg.CheckViolation("refused"))
     before = io_errors()
     with pytest.raises(RowRefused) as info:
         store.write(lambda tx: None)
@@ -135,7 +116,7 @@ def test_a_refused_row_is_one_attempt_and_no_io_error() -> None:
 
 
 def test_what_the_work_raises_otherwise_passes_through_unchanged() -> None:
-    store = FakeStore()
+    store = FailingStore()
     error = QueueError("dlq down")
     before = io_errors()
 

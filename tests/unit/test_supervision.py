@@ -20,7 +20,7 @@ from login_etl.health import Health
 from login_etl.http import routes
 from login_etl.messages import Received
 from login_etl.pipeline import Item, Outcome
-from tests.unit.test_worker_bookkeeping import FakeSource, hold, received, worker
+from tests.unit.fakes import SlowSource, hold, received, worker
 
 # A value that must never reach a log line, carried by every injected exception.
 SECRET = "10.0.0.1"
@@ -55,7 +55,7 @@ def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == "role_failed"]
 
 
-class CountingSource(FakeSource):
+class CountingSource(SlowSource):
     def __init__(self, messages: list[Received]) -> None:
         super().__init__(messages, slow_seconds=0)
         self.receives = 0
@@ -85,7 +85,7 @@ def test_a_poller_failure_releases_what_it_received_and_the_poller_carries_on(
 
 
 def test_a_batcher_failure_releases_its_window_and_the_batcher_carries_on() -> None:
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
     batcher = w.batcher
     batcher.window.ready = fail_once(batcher.window.ready)  # type: ignore[method-assign]
@@ -105,7 +105,7 @@ def test_a_batcher_failure_releases_its_window_and_the_batcher_carries_on() -> N
 
 
 def test_a_settler_failure_releases_its_batch_and_the_next_batch_settles() -> None:
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, settled = worker(source)
     w.pipeline.settle = fail_once(w.pipeline.settle)  # type: ignore[method-assign]
     first, second = received(1), received(2)
@@ -123,7 +123,7 @@ def test_a_settler_failure_releases_its_batch_and_the_next_batch_settles() -> No
 
 
 def test_a_heartbeat_failure_is_logged_and_the_next_beat_extends() -> None:
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source, visibility=3)
     source.change_visibility = fail_once(source.change_visibility)  # type: ignore[method-assign]
     hold(w, received(1), age=10)
@@ -138,7 +138,7 @@ def test_a_heartbeat_failure_is_logged_and_the_next_beat_extends() -> None:
 
 
 def test_a_role_that_keeps_failing_halts_the_worker() -> None:
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
 
     def broken(batch: Sequence[Item]) -> Outcome:
@@ -169,7 +169,7 @@ def test_a_thread_gone_turns_healthz_503_at_once_and_halts_the_worker(
         raise SystemExit
 
     monkeypatch.setattr(roles.Heartbeat, "turn", dies)
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
     healthz = routes(w.health)["/healthz"]
     done = threading.Event()

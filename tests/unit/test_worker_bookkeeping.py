@@ -14,111 +14,21 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from login_etl import retrying
-from login_etl.inflight import Held, Totals
+from login_etl.inflight import Totals
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.pipeline import Item, Outcome
 from login_etl.queue import Depth, Queue, QueueError
-from login_etl.settings import MaskingKey, Settings
-from login_etl.worker import Worker
-
-BODY = ('{"user_id": "u", "app_version": "2.3.0", "device_type": "ios", "ip": "10.0.0.1",'
-        ' "locale": "RU", "device_id": "d-1"}')
-
-
-class FakeSource:
-    """A queue whose first receive (by the first poller to ask) is slow: SQS has hidden its
-    messages, but the worker does not hold them yet."""
-
-    def __init__(self, messages: list[Received], slow_seconds: float) -> None:
-        self.messages = messages
-        self.slow_seconds = slow_seconds
-        self.released: list[str] = []
-        self.extended: list[list[str]] = []
-        self.extended_at: list[float] = []
-        self.fail_extend = 0
-        self._first = threading.Lock()
-
-    def receive(self, wait: int, visibility: int) -> list[Received]:
-        if self.messages and self._first.acquire(blocking=False):
-            time.sleep(self.slow_seconds)
-            taken, self.messages = self.messages, []
-            return taken
-        time.sleep(0.01)
-        return []
-
-    def depth(self) -> Depth:
-        return Depth(0, 0, 0)  # the slow receive's messages are in flight, not visible
-
-    def change_visibility(self, messages: Sequence[Received], timeout: int,
-                          deadline: float | None = None) -> list[str]:
-        if timeout == 0:
-            self.released += [m.receipt_handle for m in messages]
-            return []
-        self.extended_at.append(time.monotonic())  # read after `extended`: written first
-        self.extended.append([m.receipt_handle for m in messages])
-        if self.fail_extend:
-            self.fail_extend -= 1
-            raise QueueError("change_message_visibility_batch failed")
-        return []
-
-
-@pytest.fixture(autouse=True)
-def switch_interval() -> Any:
-    """Worker.start sets the process-wide GIL switch interval: give it back."""
-    before = sys.getswitchinterval()
-    yield
-    sys.setswitchinterval(before)
-
-
-class FakeStore:
-    def ping(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-def settings(**changes: Any) -> Settings:
-    return Settings(masking_keys=(MaskingKey("k", b"k" * 32),), **changes)
-
-
-def worker(source: FakeSource, visibility: int = 3,
-           **kwargs: Any) -> tuple[Worker, list[list[Item]]]:
-    s = settings(pollers=3, batch_window_ms=10, visibility_timeout=visibility)
-    w = Worker(s, FakeStore(), source, source, Masker(list(s.masking_keys)),  # type: ignore[arg-type]
-               **kwargs)
-    settled: list[list[Item]] = []
-
-    def settle(batch: list[Item]) -> Outcome:
-        settled.append(batch)
-        return Outcome(stored=len(batch), rejected=[("x", "r")])
-
-    w.pipeline.settle = settle  # type: ignore[method-assign]
-    return w, settled
-
-
-def received(i: int, handle: str | None = None) -> Received:
-    return Received(f"id{i}", handle or f"rh{i}", BODY, 1_700_000_000_000)
-
-
-def hold(w: Worker, *messages: Received, age: float = 0.0) -> None:
-    """Held as a receive holds them, last extended `age` seconds ago."""
-    w.inflight.hold(messages)
-    for h in w.inflight.due(-1.0):
-        if h.message in messages:
-            h.extended_at -= age
-
-
-def held(w: Worker) -> dict[str, Held]:
-    return {h.message.receipt_handle: h for h in w.inflight.due(-1.0)}
+from login_etl.settings import MaskingKey
+from login_etl.worker import GIL_SWITCH_SECONDS
+from tests.unit.fakes import SlowSource, held, hold, received, worker
 
 
 def test_until_empty_waits_for_a_receive_still_in_progress() -> None:
     """The other pollers see an empty queue and SQS shows nothing visible while one receive
     is still on its way back: that is not empty. (Before: the run ended and released the
     three messages unstored.)"""
-    source = FakeSource([received(i) for i in range(3)], slow_seconds=0.6)
+    source = SlowSource([received(i) for i in range(3)], slow_seconds=0.6)
     w, settled = worker(source, until_empty=True)
     totals = w.run(threading.Event())
     assert sorted(m.message_id for batch in settled for m, _ in batch) == ["id0", "id1", "id2"]
@@ -135,15 +45,35 @@ def test_totals_are_counts_not_growing_lists() -> None:
                            left_in_queue=[("e", "dlq_refused"), ("f", "dlq_refused")]))
     assert vars(totals) == {"stored": 8, "duplicates": 2, "rejected": 6, "not_deleted": 2,
                             "left_in_queue": 4}
-    source = FakeSource([received(i) for i in range(3)], slow_seconds=0)
+    source = SlowSource([received(i) for i in range(3)], slow_seconds=0)
     w, _ = worker(source, until_empty=True)
     assert isinstance(w.run(threading.Event()), Totals)
+
+
+def test_the_gil_switch_interval_is_the_workers_only_while_it_runs() -> None:
+    """The short switch interval is process-wide: set while the worker runs, the one before
+    given back when it stops (a test or an embedding program keeps its own)."""
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    source = SlowSource([received(i) for i in range(3)], slow_seconds=0)
+    w, _ = worker(source, until_empty=True)
+    real_receive = source.receive
+
+    def receive(wait: int, visibility: int) -> list[Received]:
+        seen.append(sys.getswitchinterval())
+        return real_receive(wait, visibility)
+
+    source.receive = receive  # type: ignore[method-assign]
+    w.run(threading.Event())
+    assert seen and all(abs(s - GIL_SWITCH_SECONDS) < 1e-6 for s in seen)
+    assert abs(before - GIL_SWITCH_SECONDS) > 1e-6
+    assert sys.getswitchinterval() == before
 
 
 def test_two_live_copies_of_one_message_are_held_apart() -> None:
     """After a visibility lapse the same id is received again under a new handle: settling
     the old copy must not drop the new one from the heartbeat and the shutdown release."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
     old, new = received(1, "rh-old"), received(1, "rh-new")
     hold(w, old, new)
@@ -156,7 +86,7 @@ def test_two_live_copies_of_one_message_are_held_apart() -> None:
 def test_heartbeat_retries_an_extension_that_failed_at_the_next_beat() -> None:
     """Visibility 6 s: beats every 1 s, a message is due 2 s after its last extension. A
     failed extension is due again at the next beat (1 s), not 2 s later as if it had worked."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     source.fail_extend = 1
     w, _ = worker(source, visibility=6)
     hold(w, received(1), age=10)
@@ -221,7 +151,7 @@ def test_a_hand_off_that_fails_part_way_says_what_reached_the_dlq(no_retry_waits
 
 def test_shutdown_gives_back_what_waits_in_the_inbox() -> None:
     """Parsed but not yet batched: still held by this worker, so released at shutdown."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
     waiting = [received(1), received(2)]
     hold(w, *waiting)
@@ -231,7 +161,7 @@ def test_shutdown_gives_back_what_waits_in_the_inbox() -> None:
 
 
 def test_a_bug_in_settling_releases_the_batch_and_frees_its_slot() -> None:
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
 
     def broken(batch: list[Item]) -> Outcome:
@@ -254,7 +184,7 @@ def test_a_bug_in_settling_releases_the_batch_and_frees_its_slot() -> None:
 
 def test_pollers_find_the_database_back_when_no_settler_is_busy() -> None:
     """A settler cleared db_up and then gave up its batch: nobody would set it again."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
     w.crew.db_up.clear()
     w.health.db_ok = False
@@ -307,7 +237,7 @@ def test_a_release_past_the_shutdown_bound_stops_sending(no_retry_waits: None) -
 def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> None:
     """_drained asks SQS for the depth after checking what it holds; a poller that receives
     (and even settles) meanwhile hid messages SQS no longer counts as visible."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source, until_empty=True)
 
     def pollers_come_back_empty() -> None:
@@ -334,7 +264,7 @@ def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> N
 def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
     """Failures are matched by receipt handle: the old copy's stale handle failing must not
     leave the live copy looking unextended (and the other way round)."""
-    source = FakeSource([], slow_seconds=0)
+    source = SlowSource([], slow_seconds=0)
     w, _ = worker(source, visibility=6)
     old, new = received(1, "rh-old"), received(1, "rh-new")
     hold(w, old, new, age=10)
