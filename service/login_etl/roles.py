@@ -453,7 +453,8 @@ class Housekeeping(Role):
                     metrics.LEDGER_MAINTENANCE_FAILURES.inc()
                     log.warning("ledger_prune_failed", steps=done.failed)
                 metrics.LEDGER_MAINTENANCE_FAILING.set(1 if done.failed else 0)
-                if done.days_dropped or done.ids_deleted or done.days_packed or done.days_created:
+                if (done.days_dropped or done.ids_deleted or done.days_packed
+                        or done.days_created or done.packing_waits):
                     log.info("ledger_pruned", days=done.days_dropped, ids=done.ids_deleted,
                              days_packed=done.days_packed, ids_packed=done.ids_packed,
                              days_created=done.days_created, longest_step_ms=round(done.longest_step * 1000),
