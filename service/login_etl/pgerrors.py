@@ -38,56 +38,61 @@ class RowRefused(StoreError):
         self.sqlstate = sqlstate
 
 
-# What a write can meet, each SQLSTATE class (two characters) or code (five) marked with what
-# the worker does and why; the longest match decides, and what is not here stops the worker.
+# What a write can meet, by SQLSTATE class (two characters) or code (five), the longest match
+# deciding, each marked with what the worker does and (above it) why:
 #   wait  an outage: retried, then the worker pauses (unready) and resumes by itself
 #   row   this row is bad: the batch is halved until it is alone, then it goes to the DLQ
 #   stop  no wait heals it and no row is to blame: the worker exits for an operator
+# An entry is here only where it decides something: anything not here stops the worker.
 WAIT, ROW, STOP = "wait", "row", "stop"
-# 23514 raised on the ledger's own tables (not user_logins): its own entry.
-LEDGER_RACE = "23514:ledger"
-SQLSTATES: dict[str, tuple[str, str]] = {
-    "08": (WAIT, "connection exception: the server or the network went away"),
-    "22": (ROW, "data exception: a value of this row does not fit its column"),
-    "23": (ROW, "integrity constraint violation: this row breaks a constraint of the table"),
-    "23514:ledger": (
-        WAIT, "a ledger row filed in the default partition while its day's partition was "
-        "attached: a race inside the ledger, never a row's fault; the next attempt files it "
-        "in the new partition"),
-    "25": (STOP, "invalid transaction state: a statement the worker should not have sent"),
-    "25006": (WAIT, "read-only transaction: a failover in progress, or a session to a standby "
-              "(the session is dropped: it stays read-only)"),
-    "25P03": (WAIT, "idle in transaction session timeout: the server ended a stalled session"),
-    "28": (STOP, "invalid authorization: a password or role that no wait brings back"),
-    "3D": (STOP, "invalid catalog name: the database does not exist"),
-    "40": (WAIT, "transaction rollback: the server undid the transaction; the same work can "
-           "commit in a new one"),
-    "40001": (WAIT, "serialization failure: another transaction went first"),
-    "40002": (ROW, "a deferred constraint refused at COMMIT: a row of this batch"),
-    "40003": (WAIT, "statement completion unknown: the ledger makes a repeat a no-op"),
-    "40P01": (WAIT, "deadlock detected: the server aborted this side; the other one commits"),
-    "42": (STOP, "syntax error or access rule violation: a missing table or column, no "
-           "privilege: the schema or the grants need an operator"),
-    "53": (WAIT, "insufficient resources (disk full, out of memory, too many connections): "
-           "freed by other sessions or an operator, not by a restart of ours"),
-    "54": (STOP, "program limit exceeded: the same statement meets it again"),
-    "54000": (ROW, "program limit exceeded (an index row too big): a value of this row"),
-    "55": (STOP, "object not in prerequisite state: the schema is not as the worker needs it"),
-    "55006": (WAIT, "object in use: another session holds it for a moment"),
-    "55P03": (WAIT, "lock not available (lock_timeout): DDL, a packing or maintenance holds "
-              "the table; it ends"),
-    "57": (WAIT, "operator intervention: a server stopping, restarting or being failed over"),
-    "57014": (WAIT, "query canceled: statement_timeout (a stuck lock, a slow server) or an "
-              "operator's cancel"),
-    "57P01": (WAIT, "admin shutdown: pg_terminate_backend, or a server stopping (failover)"),
-    "57P02": (WAIT, "crash shutdown: another backend crashed, the server restarts"),
-    "57P03": (WAIT, "cannot connect now: the server is starting up or in recovery"),
-    "57P04": (STOP, "database dropped: nothing to write into until an operator acts"),
-    "57P05": (WAIT, "idle session timeout: the server ended an idle session"),
-    "58": (WAIT, "system error (I/O) on the server: its storage, not this batch; a failover or "
-           "a repair heals it"),
-    "0A": (STOP, "feature not supported: the server is not the PostgreSQL the worker needs"),
-    "XX": (STOP, "internal error, data or index corrupted: for an operator"),
+SQLSTATES: dict[str, str] = {
+    # Connection exception: the server or the network went away.
+    "08": WAIT,
+    # Data exception: a value of this row does not fit its column (22001 too long, 22P05
+    # not representable in the database's encoding ...).
+    "22": ROW,
+    # Integrity constraint violation: this row breaks a constraint of user_logins ...
+    "23": ROW,
+    # ... but a check violation (23514) on the ledger's own tables is a claim filed in the
+    # default partition while its day's partition was attached: a race inside the ledger,
+    # never a row's fault; the next attempt files it in the new partition.
+    "23514:ledger": WAIT,
+    # Read-only transaction: a failover in progress, or a session to a standby; the session
+    # is dropped (it stays read-only after the database is writable again).
+    "25006": WAIT,
+    # Idle-in-transaction session timeout: the server ended a stalled session.
+    "25P03": WAIT,
+    # Transaction rollback: the server undid the transaction and the same work can commit in
+    # a new one: serialization failure (40001), deadlock (40P01: the other side commits),
+    # statement completion unknown (40003: the ledger makes a repeat a no-op) ...
+    "40": WAIT,
+    # ... but a deferred constraint refused at COMMIT (40002) is a row of this batch.
+    "40002": ROW,
+    # Insufficient resources (disk full, out of memory, too many connections): freed by
+    # other sessions or an operator, not by a restart of ours.
+    "53": WAIT,
+    # Program limit exceeded, an index row too big: a value of this row (other limits stop).
+    "54000": ROW,
+    # Object in use: another session holds it for a moment.
+    "55006": WAIT,
+    # Lock not available (lock_timeout): DDL, a packing or maintenance holds the table.
+    "55P03": WAIT,
+    # Operator intervention: query canceled (57014: statement_timeout, a stuck lock or a slow
+    # server, or an operator's cancel), admin shutdown (57P01: pg_terminate_backend, a server
+    # stopping for a failover), crash shutdown (57P02), cannot connect now (57P03: starting,
+    # in recovery), idle session timeout (57P05) ...
+    "57": WAIT,
+    # ... but a dropped database (57P04) has nothing to write into until an operator acts.
+    "57P04": STOP,
+    # System error (58030 I/O error) on the server: its storage, not this batch; a failover
+    # or a repair heals it.
+    "58": WAIT,
+    # Everything else stops, among them: invalid transaction state (25: a statement the
+    # worker should not have sent), invalid authorization (28: a password or role no wait
+    # brings back), invalid catalog name (3D: no such database), syntax error or access rule
+    # violation (42: a missing table or column, no privilege: the schema or the grants need
+    # an operator), program limits (54: the same statement meets them again), object not in
+    # prerequisite state (55), feature not supported (0A), internal error or corruption (XX).
 }
 # Errors without a SQLSTATE, by the driver's class: the client lost the server or timed out
 # waiting for a pooled connection (wait), the driver could not encode a value (row).
@@ -104,7 +109,7 @@ def entry(exc: BaseException) -> str | None:
     if not code:
         return None
     if code == "23514" and _on_ledger(exc):
-        return LEDGER_RACE
+        return "23514:ledger"
     return code if code in SQLSTATES else code[:2] if code[:2] in SQLSTATES else None
 
 
@@ -118,7 +123,7 @@ def verdict(exc: BaseException) -> str:
     """wait, row or stop for exc (see SQLSTATES)."""
     key = entry(exc)
     if key is not None:
-        return SQLSTATES[key][0]
+        return SQLSTATES[key]
     if getattr(exc, "sqlstate", None):
         return STOP
     for cls, what in _NO_SQLSTATE:
