@@ -14,7 +14,7 @@ import click
 from login_etl import logs
 from login_etl.masking import Masker
 from login_etl.pgerrors import StoreError
-from login_etl.queue import Queue, QueueError, SqsApi, dlq_url_for, make_client
+from login_etl.queue import Queue, QueueError, QueueGone, SqsApi, dlq_url_for, make_client
 from login_etl.settings import ConfigError, Settings
 from login_etl.store import Bounds, Store
 
@@ -105,7 +105,6 @@ class Context:
 
     def refuse_queue(self, queue: Queue, exc: QueueError) -> NoReturn:
         """One line and an exit for a queue that failed its check."""
-        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")
-        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+        if isinstance(exc, QueueGone):
             fail(f"queue does not exist: {queue.url}")
         fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)

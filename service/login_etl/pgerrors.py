@@ -132,6 +132,18 @@ def verdict(exc: BaseException) -> str:
     return STOP
 
 
+def heals(exc: BaseException) -> bool:
+    """What the store's retry policies wait out: SQLSTATES marks it `wait` (or a RetryAgain)."""
+    return isinstance(exc, retrying.RetryAgain) or verdict(exc) == WAIT
+
+
+def describe(exc: BaseException) -> str:
+    """A short, value-free description for logs: class and SQLSTATE, never the message."""
+    # The SQLSTATE comes from the server: made printable and short (logs.printable).
+    code = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}:{logs.printable(code, 16)}" if code else type(exc).__name__
+
+
 def is_data_error(exc: BaseException) -> bool:
     """This row, not the database, is bad (SQLSTATES marks it `row`)."""
     return verdict(exc) == ROW
@@ -168,7 +180,7 @@ def translated(exc: BaseException) -> StoreError:
         return RowRefused(sqlstate(exc))
     retryable = verdict(exc) == WAIT
     return StoreError(f"database {'unavailable' if retryable else 'refused the batch'}: "
-                      f"{retrying.describe(exc)}", retryable=retryable)
+                      f"{describe(exc)}", retryable=retryable)
 
 
 # Why a connection could not be made, in words that never quote the URL.

@@ -22,6 +22,16 @@ from login_etl.messages import Received
 from login_etl.settings import ConfigError, Settings
 from login_etl.sqs import answers
 from login_etl.sqs.choose import check_ca_bundle, lean_client
+from login_etl.sqs.errors import (
+    AccessDenied,
+    ContentRefused,
+    QueueError,
+    QueueGone,
+    code_refuses_content,
+    translated,
+)
+
+__all__ = ["AccessDenied", "Depth", "Queue", "QueueError", "QueueGone", "SqsApi"]
 
 # SQS allows at most 10 messages per receive and per batch call.
 MAX_BATCH = 10
@@ -29,9 +39,6 @@ MAX_BATCH = 10
 # the margin keeps the usual group clear of that refusal and of a server that counts a little
 # differently.
 MAX_BATCH_BYTES = 900 * 1024
-# Error codes (whole call or one entry) that say what was sent cannot be taken as it is.
-_CONTENT_REFUSALS = ("BatchRequestTooLong", "MessageTooLong", "RequestEntityTooLarge",
-                     "InvalidMessageContents", "InvalidParameterValue")
 # Sealed ledger ids (Masker.seal) carried as message attributes:
 #   ORIGIN_ATTRIBUTE   on a DLQ hand-off: the ledger id the rejected message was settled under
 #   REDRIVE_ATTRIBUTE  on a redriven copy: the ledger id the worker must store it under, the
@@ -48,8 +55,8 @@ class SqsApi(Protocol):
     """The five SQS calls a Queue makes, with the parameters it passes: what a client must have.
 
     login_etl.sqs.SqsClient and a boto3 SQS client both fit. Answers are the SQS API's JSON
-    objects (boto3's shapes); failures raise botocore's exceptions, which retrying.py classifies
-    and Queue turns into QueueError, so nothing of botocore passes this module.
+    objects (boto3's shapes); failures raise botocore's exceptions, which Queue translates
+    into QueueError as each attempt fails (sqs/errors.py), so nothing of botocore passes it.
     """
 
     def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
@@ -68,21 +75,6 @@ class SqsApi(Protocol):
 
     def get_queue_attributes(self, *, QueueUrl: str,
                              AttributeNames: list[str]) -> dict[str, Any]: ...
-
-
-class QueueError(RuntimeError):
-    """A queue call failed for good (after its retries); carries a value-free description."""
-
-    # A batch call that failed part way: the entries the queue confirmed before it failed
-    # (send_rejections: message ids), so a retry does not send them again. The class-level
-    # list is only a default: each failure gets its own, and none is ever mutated.
-    delivered: list[str] = []  # noqa: RUF012
-
-    @property
-    def retryable(self) -> bool:
-        """False for faults that no wait can heal (missing queue, denied access)."""
-        cause = self.__cause__
-        return cause is None or retrying.sqs_retryable(cause)
 
 
 class _PartialFailure(retrying.RetryAgain):
@@ -205,26 +197,29 @@ class Queue:
         """One call, timed; its answer checked for shape (answers.check) before anyone reads it.
 
         An answer of the wrong shape fails the call with MalformedAnswer, retried like a lost
-        connection: never a halt, and nothing counts as done on it.
+        connection: never a halt, and nothing counts as done on it. Whatever the call raises
+        leaves as a QueueError (sqs/errors.py decides which, and whether a wait heals it).
         """
         started = time.perf_counter()
         try:
-            answer = fn(QueueUrl=self.url, **kwargs)
-        # botocore's parser walking an answer of the wrong shape ("Successful": "0")
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
-            raise answers.MalformedAnswer(f"{operation}: unreadable answer") from exc
-        finally:
-            metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
-        return answers.check(operation, answer)
+            try:
+                answer = fn(QueueUrl=self.url, **kwargs)
+            # botocore's parser walking an answer of the wrong shape ("Successful": "0")
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+                raise answers.MalformedAnswer(f"{operation}: unreadable answer") from exc
+            finally:
+                metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            return answers.check(operation, answer)
+        except Exception as exc:
+            raise translated(exc, f"{operation} on {self.label} queue") from exc
 
     def _call(self, operation: str, policy: str, fn: Callable[..., Any],
               **kwargs: Any) -> dict[str, Any]:
         try:
             return retrying.call(policy, self._timed, operation, fn, **kwargs)
-        except Exception as exc:
+        except QueueError:
             metrics.IO_ERRORS.labels(policy).inc()
-            raise QueueError(f"{operation} on {self.label} queue failed: "
-                             f"{retrying.describe(exc)}") from exc
+            raise
 
     def receive(self, wait_seconds: int, visibility_timeout: int,
                 max_messages: int = MAX_BATCH) -> list[Received]:
@@ -306,8 +301,8 @@ class Queue:
             except _PartialFailure as partial:
                 metrics.IO_ERRORS.labels(policy).inc()
                 still_failed.extend(partial.failed)
-            except Exception as exc:
-                if operation == "send_message_batch" and _refused_for_size(exc):
+            except QueueError as exc:
+                if operation == "send_message_batch" and isinstance(exc, ContentRefused):
                     if len(pending) > 1:
                         half = len(pending) // 2
                         work.extendleft((pending[half:], pending[:half]))
@@ -315,12 +310,8 @@ class Queue:
                         still_failed.extend(pending)
                     continue
                 metrics.IO_ERRORS.labels(policy).inc()
-                error = QueueError(f"{operation} on {self.label} queue failed: "
-                                   f"{retrying.describe(exc)}")
-                error.__cause__ = exc
-                error.delivered = delivered
-                if not keep_going or not error.retryable:
-                    raise error from exc
+                if not keep_going or not exc.retryable:
+                    raise exc.having_delivered(delivered) from exc.__cause__
                 broken += 1
                 still_failed.extend(pending)
         return still_failed
@@ -392,8 +383,8 @@ class Queue:
                 "dlq_send", groups=[m.group_id for m, _ in rejected],
                 dedup_ids=[dedup_id("dlq", m.message_id) for m, _ in rejected])
         except QueueError as exc:
-            exc.delivered = [rejected[int(i)][0].message_id for i in exc.delivered]
-            raise
+            raise exc.having_delivered([rejected[int(i)][0].message_id for i in exc.delivered]
+                                       ) from exc.__cause__
         return [rejected[i][0].message_id for i in failed]
 
     def _attributes(self, *names: str) -> dict[str, str]:
@@ -430,23 +421,7 @@ class Queue:
 def _is_final(failure: dict[str, Any]) -> bool:
     """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying, nor will
     an entry refused for its content (some servers mark that one as not the sender's fault)."""
-    return bool(failure.get("SenderFault")) or _code_refuses_content(str(failure.get("Code")))
-
-
-def _code_refuses_content(code: str) -> bool:
-    return any(word in code for word in _CONTENT_REFUSALS)
-
-
-def _refused_for_size(exc: BaseException) -> bool:
-    """A whole batch call refused for what its entries hold (their total size, or one entry's
-    content), not for the queue or the caller: smaller groups can go through."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    error = response.get("Error") or {}
-    code = f"{error.get('Code', '')} {error.get('QueryErrorCode', '')}"
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return status == 413 or _code_refuses_content(code)
+    return bool(failure.get("SenderFault")) or code_refuses_content(str(failure.get("Code")))
 
 
 def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:

@@ -11,15 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -28,52 +19,23 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from login_etl import metrics, pgerrors
-from login_etl.logs import printable
-from login_etl.sqs.http11 import MalformedResponse
+from login_etl import metrics
 
 T = TypeVar("T")
-
-_RETRYABLE_SQS_CODES = frozenset({
-    "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
-    "ThrottlingException", "Throttling", "RequestTimeout", "SlowDown",
-    # KMS.ThrottlingException is how the query protocol spells KmsThrottled.
-    "KmsThrottled", "KMS.ThrottlingException",
-    "AWS.SimpleQueueService.ServiceUnavailable",
-})
+Predicate = Callable[[BaseException], bool]
 
 
 class RetryAgain(Exception):
     """Raised by a call that partly failed (e.g. some entries of a batch); always retried."""
 
 
-def sqs_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RetryAgain | BotoConnectionError | HTTPClientError | ReadTimeoutError
-                  | MalformedResponse):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in _RETRYABLE_SQS_CODES or status >= 500
-    return isinstance(exc, BotoCoreError) and "connect" in type(exc).__name__.lower()
+def heals(exc: BaseException) -> bool:
+    """What the adapters' errors say a wait can heal: QueueError (translated as each SQS
+    attempt fails) carries `retryable`; a RetryAgain always can."""
+    return isinstance(exc, RetryAgain) or getattr(exc, "retryable", False) is True
 
 
-def db_retryable(exc: BaseException) -> bool:
-    """What pgerrors' table of SQLSTATEs marks `wait`."""
-    return isinstance(exc, RetryAgain) or pgerrors.verdict(exc) == pgerrors.WAIT
-
-
-def describe(exc: BaseException) -> str:
-    """A short, value-free description for logs: class and error code, never the message."""
-    # The code and the SQLSTATE come from the server: made printable and short (logs.printable).
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "?")
-        return f"{type(exc).__name__}:{printable(code, 64)}"
-    sqlstate = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__}:{printable(sqlstate, 16)}" if sqlstate else type(exc).__name__
-
-
-def _policy(operation: str, should_retry: Callable[[BaseException], bool], *, attempts: int,
+def _policy(operation: str, should_retry: Predicate, *, attempts: int,
             max_wait: float, max_delay: float) -> Retrying:
     def count(_state: Any) -> None:
         metrics.RETRIES.labels(operation).inc()
@@ -88,26 +50,33 @@ def _policy(operation: str, should_retry: Callable[[BaseException], bool], *, at
 
 
 # The SQS calls on the hot path: a short outage is ridden out, a long one surfaces to the
-# worker, which pauses and probes instead of spinning.
-POLICIES: dict[str, Callable[[], Retrying]] = {
-    "receive": lambda: _policy("receive", sqs_retryable, attempts=4, max_wait=2, max_delay=10),
-    "delete": lambda: _policy("delete", sqs_retryable, attempts=6, max_wait=2, max_delay=15),
-    "dlq_send": lambda: _policy("dlq_send", sqs_retryable, attempts=6, max_wait=2, max_delay=15),
-    "visibility": lambda: _policy("visibility", sqs_retryable, attempts=4, max_wait=1,
-                                  max_delay=5),
-    "queue_attributes": lambda: _policy("queue_attributes", sqs_retryable, attempts=3,
-                                        max_wait=1, max_delay=5),
-    "send": lambda: _policy("send", sqs_retryable, attempts=6, max_wait=2, max_delay=30),
-    "connect": lambda: _policy("connect", db_retryable, attempts=5, max_wait=2, max_delay=10),
-    "commit": lambda: _policy("commit", db_retryable, attempts=5, max_wait=2, max_delay=15),
+# worker, which pauses and probes instead of spinning. Each policy is given what its caller's
+# errors say a wait can heal (`heals` unless the call passes its own).
+POLICIES: dict[str, Callable[[Predicate], Retrying]] = {
+    "receive": lambda retry_if: _policy("receive", retry_if, attempts=4, max_wait=2,
+                                        max_delay=10),
+    "delete": lambda retry_if: _policy("delete", retry_if, attempts=6, max_wait=2, max_delay=15),
+    "dlq_send": lambda retry_if: _policy("dlq_send", retry_if, attempts=6, max_wait=2,
+                                         max_delay=15),
+    "visibility": lambda retry_if: _policy("visibility", retry_if, attempts=4, max_wait=1,
+                                           max_delay=5),
+    "queue_attributes": lambda retry_if: _policy("queue_attributes", retry_if, attempts=3,
+                                                 max_wait=1, max_delay=5),
+    "send": lambda retry_if: _policy("send", retry_if, attempts=6, max_wait=2, max_delay=30),
+    "connect": lambda retry_if: _policy("connect", retry_if, attempts=5, max_wait=2,
+                                        max_delay=10),
+    "commit": lambda retry_if: _policy("commit", retry_if, attempts=5, max_wait=2, max_delay=15),
     # Creating the schema at start: a lock held by a claim or another replica's housekeeping
     # (55P03 after a second) is waited out for about a minute, not a reason to exit.
-    "schema": lambda: _policy("schema", db_retryable, attempts=10, max_wait=30, max_delay=120),
+    "schema": lambda retry_if: _policy("schema", retry_if, attempts=10, max_wait=30,
+                                       max_delay=120),
 }
 
 
-def call(operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run fn under the policy of this operation.
+def call(operation: str, fn: Callable[..., T], *args: Any, retry_if: Predicate = heals,
+         **kwargs: Any) -> T:
+    """Run fn under the policy of this operation; retry_if decides what a wait can heal (the
+    store passes pgerrors.heals: psycopg's errors are classified by their SQLSTATE).
 
     The first attempt runs before any tenacity object exists: nearly every call succeeds at
     once, and building and running a Retrying costs a sizeable part of a lean SQS call. A
@@ -125,4 +94,4 @@ def call(operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise failed.pop()
         return fn(*args, **kwargs)
 
-    return POLICIES[operation]()(attempt)
+    return POLICIES[operation](retry_if)(attempt)

@@ -27,7 +27,9 @@ from login_etl.pgerrors import (
     RefusedForGood,
     RowRefused,
     StoreError,
+    describe,
     drops_session,
+    heals,
     read_only,
     refused_for_good,
     translated,
@@ -104,7 +106,8 @@ def _reconnect_now(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
-def _once(_operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def _once(_operation: str, fn: Callable[..., T], *args: Any, retry_if: Any = None,
+          **kwargs: Any) -> T:
     return fn(*args, **kwargs)
 
 
@@ -152,7 +155,7 @@ class Store:
         between its own). Again after a failure: the pool is opened once."""
         call = retrying.call if patient else _once
         try:
-            call("connect", self._probe, wait_seconds)
+            call("connect", self._probe, wait_seconds, retry_if=heals)
         except RefusedForGood as refused:
             raise StoreError(f"cannot connect to the database: {why_not(refused.error)}",
                              retryable=False) from refused.error
@@ -160,9 +163,9 @@ class Store:
             raise StoreError(f"cannot connect to the database: {why_not(exc)}") from exc
         self.pool.open()
         try:
-            call("connect", self.pool.wait, timeout=wait_seconds)
+            call("connect", self.pool.wait, timeout=wait_seconds, retry_if=heals)
         except Exception as exc:
-            raise StoreError(f"cannot connect to the database: {retrying.describe(exc)}") from exc
+            raise StoreError(f"cannot connect to the database: {describe(exc)}") from exc
 
     def _probe(self, wait_seconds: float) -> None:
         timeout = max(1, int(wait_seconds / 3))
@@ -209,10 +212,10 @@ class Store:
         """The tables and the ledger's days (ledger.init); a role without CREATE can run
         against an existing schema. A lock another transaction holds is waited for."""
         try:
-            retrying.call("schema", ledger.init, self, keep_days)
+            retrying.call("schema", ledger.init, self, keep_days, retry_if=heals)
         except psycopg.Error as exc:
             # Unreachable, read-only or a lock held: waited out by a starting daemon.
-            raise StoreError(f"cannot create the schema: {retrying.describe(exc)}",
+            raise StoreError(f"cannot create the schema: {describe(exc)}",
                              retryable=verdict(exc) == WAIT) from exc
 
     @contextlib.contextmanager
@@ -238,7 +241,7 @@ class Store:
                 return work(tx)
 
         try:
-            return retrying.call("commit", attempt)
+            return retrying.call("commit", attempt, retry_if=heals)
         except DB_ERRORS as exc:
             error = translated(exc)
             # Said as what it is: the sessions the pool dropped were read-only.

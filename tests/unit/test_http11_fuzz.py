@@ -7,7 +7,7 @@ first, the connection closed part way, bytes sent slowly, interim 1xx answers, h
 folded or with a space before the colon, both framings at once, garbage for a response.
 
 Every call must either return exactly the body the server meant, or raise an error
-retrying.sqs_retryable retries; answers HTTP allows must succeed. The server notes each
+sqs.errors.retryable retries; answers HTTP allows must succeed. The server notes each
 connection it left bytes on that the answer did not include; a request arriving on such a
 connection is a reused dirty connection, which fails the test.
 """
@@ -29,7 +29,7 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from login_etl import retrying
+from login_etl.sqs import errors
 from login_etl.sqs.client import SqsClient
 from tests.unit.fakeserver import read_request, serve_forever
 
@@ -242,7 +242,7 @@ def test_every_answer_is_the_right_body_or_a_retryable_error(
                 try:
                     response = client.get_queue_attributes(QueueUrl="q")
                 except Exception as exc:
-                    assert retrying.sqs_retryable(exc), f"{mutation}: not retryable: {exc!r}"
+                    assert errors.retryable(exc), f"{mutation}: not retryable: {exc!r}"
                     assert mutation not in BENIGN, f"{mutation}: a valid answer refused: {exc!r}"
                     ran["refused"] += 1
                 else:

@@ -22,7 +22,12 @@ import tenacity.nap
 import tenacity.wait
 
 from login_etl import metrics, retrying
-from login_etl.retrying import RetryAgain, db_retryable, describe, sqs_retryable
+from login_etl.pgerrors import describe as pg_describe
+from login_etl.pgerrors import heals as db_retryable
+from login_etl.retrying import RetryAgain, heals
+from login_etl.sqs.errors import QueueError, translated
+from login_etl.sqs.errors import describe as sqs_describe
+from login_etl.sqs.errors import retryable as sqs_retryable
 
 RETRYABLE_SQS_CODES = [
     "ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
@@ -178,17 +183,20 @@ def test_db_classes(exc: BaseException, retried: bool) -> None:
 # -- describe() -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("exc", "text"), [
-    (client_error("AccessDenied", 403), "ClientError:AccessDenied"),
-    (client_error(None, 500), "ClientError:?"),
-    (pg.UniqueViolation("duplicate key value (secret-id)"), "UniqueViolation:23505"),
-    (pg.AdminShutdown("terminating"), "AdminShutdown:57P01"),
-    (psycopg.OperationalError("connection to 10.0.0.1 failed"), "OperationalError"),
-    (boto.EndpointConnectionError(endpoint_url="http://secret-host"), "EndpointConnectionError"),
-    (ValueError("the value 192.0.2.1"), "ValueError"),
-    (psycopg_pool.PoolTimeout("x"), "PoolTimeout"),
-])
-def test_describe_names_the_class_and_code_never_the_message(exc: BaseException, text: str) -> None:
+@pytest.mark.parametrize(("describe", "exc", "text"), [
+    (sqs_describe, client_error("AccessDenied", 403), "ClientError:AccessDenied"),
+    (sqs_describe, client_error(None, 500), "ClientError:?"),
+    (pg_describe, pg.UniqueViolation("duplicate key value (secret-id)"), "UniqueViolation:23505"),
+    (pg_describe, pg.AdminShutdown("terminating"), "AdminShutdown:57P01"),
+    (pg_describe, psycopg.OperationalError("connection to 10.0.0.1 failed"), "OperationalError"),
+    (sqs_describe, boto.EndpointConnectionError(endpoint_url="http://secret-host"),
+     "EndpointConnectionError"),
+    (sqs_describe, ValueError("the value 192.0.2.1"), "ValueError"),
+    (pg_describe, ValueError("the value 192.0.2.1"), "ValueError"),
+    (pg_describe, psycopg_pool.PoolTimeout("x"), "PoolTimeout"),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
+def test_describe_names_the_class_and_code_never_the_message(describe: Any, exc: BaseException,
+                                                             text: str) -> None:
     assert describe(exc) == text
 
 
@@ -235,12 +243,14 @@ def always(exc: BaseException, calls: list[Any]) -> Any:
 
 @pytest.mark.parametrize(("operation", "attempts"), ATTEMPTS)
 def test_attempts_per_policy(clock: Clock, operation: str, attempts: int) -> None:
-    outage = RetryAgain() if operation in ("connect", "commit", "schema") else boto.ConnectTimeoutError(
-        endpoint_url="http://x")
+    database = operation in ("connect", "commit", "schema")
+    outage = pg.AdminShutdown() if database else translated(
+        boto.ConnectTimeoutError(endpoint_url="http://x"), "receive_message on source queue")
     calls: list[Any] = []
     before = retries(operation)
     with pytest.raises(type(outage)):
-        retrying.call(operation, always(outage, calls), 1, key="v")
+        retrying.call(operation, always(outage, calls), 1, key="v",
+                      retry_if=db_retryable if database else heals)
     assert len(calls) == attempts
     assert retries(operation) == before + attempts - 1
     # exponential from 0.1 s, doubling
@@ -262,12 +272,28 @@ def test_the_policies_are_the_operations_of_the_product() -> None:
 
 
 def test_sqs_policies_do_not_retry_database_errors_and_back(clock: Clock) -> None:
-    for operation, exc in (("receive", psycopg.OperationalError("x")),
-                           ("commit", boto.ConnectTimeoutError(endpoint_url="http://x"))):
+    """A QueueError raised inside a commit (the DLQ hand-off) is not the commit policy's to
+    retry, however retryable: the transaction is rolled back and the caller decides."""
+    for operation, exc, retry_if in (
+            ("receive", psycopg.OperationalError("x"), heals),
+            ("commit", QueueError("dlq_send failed: ConnectTimeoutError"), db_retryable)):
         calls: list[Any] = []
         with pytest.raises(type(exc)):
-            retrying.call(operation, always(exc, calls))
+            retrying.call(operation, always(exc, calls), retry_if=retry_if)
         assert len(calls) == 1, operation
+
+
+@pytest.mark.parametrize(("exc", "healed"), [
+    (QueueError("x"), True), (QueueError("x", retryable=False), False),
+    (translated(client_error("AWS.SimpleQueueService.NonExistentQueue", 400), "q"), False),
+    (translated(client_error("ServiceUnavailable", 503), "q"), True),
+    (boto.ConnectTimeoutError(endpoint_url="http://x"), False), (RetryAgain(), True),
+    (ValueError("x"), False),
+], ids=lambda v: repr(v)[:40] if isinstance(v, BaseException) else str(v))
+def test_the_sqs_policies_read_what_the_adapter_decided(exc: BaseException, healed: bool) -> None:
+    """retrying holds no classification of its own: an SQS failure is retried because the
+    adapter translated it into a QueueError that says so; a raw botocore error is not."""
+    assert heals(exc) is healed
 
 
 def test_arguments_are_kept_on_every_retry(clock: Clock) -> None:

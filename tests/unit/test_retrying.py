@@ -8,6 +8,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from login_etl import metrics, retrying
+from login_etl.sqs.errors import QueueError, translated
 
 
 def retries(operation: str) -> float:
@@ -33,7 +34,9 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def down() -> Exception:
-    return EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    """An outage as the SQS adapter hands it to the policy: translated where it arose."""
+    return translated(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+                      "receive_message on source queue")
 
 
 def test_success_is_one_call_and_no_retry() -> None:
@@ -54,14 +57,14 @@ def test_a_permanent_failure_is_raised_at_once() -> None:
     before = retries("receive")
     denied = ClientError({"Error": {"Code": "AccessDenied"},
                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "ReceiveMessage")
-    fn = flaky([denied])
-    with pytest.raises(ClientError):
+    fn = flaky([translated(denied, "receive_message on source queue")])
+    with pytest.raises(QueueError):
         retrying.call("receive", fn, 1)
     assert fn.calls == [1] and retries("receive") == before
 
 
 def test_attempts_are_bounded_by_the_policy() -> None:
     fn = flaky([down() for _ in range(10)])
-    with pytest.raises(EndpointConnectionError):
+    with pytest.raises(QueueError):
         retrying.call("receive", fn, 1)
     assert len(fn.calls) == 4, "the receive policy allows 4 attempts in all, the first included"

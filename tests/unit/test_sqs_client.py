@@ -1,5 +1,5 @@
 """The lean SQS client: botocore's signature byte for byte, a correct HTTP/1.x reader, and
-failures raised as the botocore exceptions retrying.py classifies (against local sockets)."""
+failures raised as the botocore exceptions sqs/errors.py classifies (against local sockets)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from login_etl import retrying
 from login_etl.queue import make_client
 from login_etl.settings import ConfigError, Settings
+from login_etl.sqs import errors
 from login_etl.sqs.choose import lean_client
 from login_etl.sqs.client import SqsClient
 from login_etl.sqs.http11 import MAX_BODY_BYTES, MalformedResponse, read_response
@@ -171,7 +171,7 @@ def test_malformed_responses_raise_http_client_errors(raw: bytes, error: type[Ex
     with pytest.raises(error) as caught:
         read(raw)
     # retried as it is, should one ever escape the client's mapping to ConnectionClosedError
-    assert error is not MalformedResponse or retrying.sqs_retryable(caught.value)
+    assert error is not MalformedResponse or errors.retryable(caught.value)
 
 
 def test_a_body_delimited_by_the_end_is_bounded_too() -> None:
@@ -314,7 +314,7 @@ def test_errors_are_the_client_errors_boto3_raises(server: Any) -> None:
     assert error == {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "gone",
                      "QueryErrorCode": "QueueDoesNotExist", "Type": "Sender"}
     assert caught.value.operation_name == "ReceiveMessage"
-    assert not retrying.sqs_retryable(caught.value)
+    assert not errors.retryable(caught.value)
 
 
 def test_a_5xx_html_page_is_a_retryable_client_error(server: Any) -> None:
@@ -324,7 +324,7 @@ def test_a_5xx_html_page_is_a_retryable_client_error(server: Any) -> None:
     with pytest.raises(ClientError) as caught:
         client(url).delete_message_batch(QueueUrl="q", Entries=[])
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
-    assert retrying.sqs_retryable(caught.value)
+    assert errors.retryable(caught.value)
 
 
 @pytest.mark.parametrize("body", [b"[]", b"null", b'"x"'])
@@ -335,7 +335,7 @@ def test_json_that_is_not_an_object_is_an_error_not_a_crash(server: Any, body: b
                         % (status, len(body)) + body)
         with pytest.raises(error) as caught:
             client(url).receive_message(QueueUrl="q")
-        assert retrying.sqs_retryable(caught.value) == (not status.startswith(b"4"))
+        assert errors.retryable(caught.value) == (not status.startswith(b"4"))
 
 
 def test_null_messages_is_an_empty_receive(server: Any) -> None:
@@ -347,7 +347,7 @@ def test_kms_throttling_in_query_mode_is_retried() -> None:
     """With x-amzn-query-mode SQS names KmsThrottled by its query code."""
     error = ClientError({"Error": {"Code": "KMS.ThrottlingException"},
                          "ResponseMetadata": {"HTTPStatusCode": 400}}, "ReceiveMessage")
-    assert retrying.sqs_retryable(error)
+    assert errors.retryable(error)
 
 
 @pytest.mark.parametrize("scheme", ["https", "HTTPS", "Https"])
@@ -379,7 +379,7 @@ def test_transport_failures_are_botocore_exceptions_and_retryable(server: Any) -
     with pytest.raises(ReadTimeoutError) as slow:
         client(url, read_timeout=0.2).receive_message(QueueUrl="q")
     for caught in (refused, closed, slow):
-        assert retrying.sqs_retryable(caught.value), caught.value
+        assert errors.retryable(caught.value), caught.value
 
 
 # -- which client make_client gets -------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_every_malformed_answer_is_a_retryable_error_and_the_connection_is_dropp
         sqs.get_queue_attributes(QueueUrl=url + "/q")
     assert sqs._connections._idle == []
     assert isinstance(caught.value, ConnectionClosedError | HTTPClientError), caught.value
-    assert retrying.sqs_retryable(caught.value)
+    assert errors.retryable(caught.value)
 
 
 @pytest.mark.parametrize("which", ["lean", "boto3"])

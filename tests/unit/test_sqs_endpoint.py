@@ -16,8 +16,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ReadTimeoutError
 
-from login_etl import retrying
 from login_etl.settings import Settings
+from login_etl.sqs import errors
 from login_etl.sqs.choose import lean_client
 from login_etl.sqs.client import SqsClient
 from login_etl.sqs.sigv4 import Signer, host_header
@@ -111,7 +111,7 @@ def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(recorder: Recor
     took = time.monotonic() - started
     # the deadline is 1.5 s; the trickle would take 20 s
     assert took < 3.0, took
-    assert retrying.sqs_retryable(caught.value)
+    assert errors.retryable(caught.value)
     # the next call gets a fresh connection and its own deadline
     recorder.trickle = 0
     assert client.receive_message(QueueUrl="q")["Messages"] == []

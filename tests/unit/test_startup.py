@@ -52,9 +52,7 @@ def failing(errors: list[BaseException], result: Any = "ok") -> Any:
 
 
 def not_healable_queue_error() -> QueueError:
-    error = QueueError("access denied")
-    error.__cause__ = ValueError("not an SQS outage")
-    return error
+    return QueueError("access denied", retryable=False)
 
 
 def test_an_unreachable_dependency_is_waited_for_with_one_line_per_interval(

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from login_etl import http, retrying
+from login_etl import http
 from login_etl.health import Health
 from login_etl.queue import Depth, QueueError
+from login_etl.sqs import errors
 from login_etl.statuspage import (
     CSP,
     Counters,
@@ -321,7 +322,7 @@ def test_an_error_code_from_sqs_reaches_no_view_raw(capsys: pytest.CaptureFixtur
     console.print(render_rich(snapshot))
     views = {"terminal": console.export_text(styles=False), "html": render_html(snapshot),
              "json": json.dumps(to_json(snapshot), ensure_ascii=False),
-             "describe": retrying.describe(_evil_error())}
+             "describe": errors.describe(_evil_error())}
     with pytest.raises(SystemExit):
         fail(snapshot.errors[0])
     views["stderr"] = capsys.readouterr().err

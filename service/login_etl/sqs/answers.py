@@ -3,7 +3,7 @@
 A 200 answer is as untrusted as its framing: a proxy, a gateway or a server of another make
 can send any JSON object. Each operation's answer is checked against the fields Queue reads
 (lists of objects with string ids, counts and sizes bounded); one that does not fit raises
-MalformedAnswer, which retrying.sqs_retryable retries like a lost connection. The call fails
+MalformedAnswer, which sqs.errors.retryable retries like a lost connection. The call fails
 and is retried; the worker never halts on it, and no message counts as settled unless the
 answer says so in the right shape.
 """

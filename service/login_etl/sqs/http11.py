@@ -35,7 +35,7 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 
 class MalformedResponse(http.client.HTTPException):
     """The answer breaks HTTP/1.1 framing or a stated bound. The connection is dropped and the
-    call retried like one whose connection was lost (retrying.sqs_retryable lists it)."""
+    call retried like one whose connection was lost (sqs.errors.retryable lists it)."""
 
 
 class _SocketReader(socket.SocketIO):

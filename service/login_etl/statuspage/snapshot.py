@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from login_etl import logs, metrics, retrying
+from login_etl import logs, metrics
 from login_etl.messages import COLUMNS
+from login_etl.pgerrors import describe
 from login_etl.queue import Depth, QueueError
 
 ROW_LIMIT = 10
@@ -278,7 +279,7 @@ class Snapshots:
                 # QueueError's text holds no values; any other error is described by its type.
                 # An error code in it came from the server: printable, as every error shown.
                 message = logs.printable(str(exc) if isinstance(exc, QueueError)
-                                         else retrying.describe(exc))
+                                         else type(exc).__name__)
                 views.append(QueueView(queue.label, queue.url.rsplit("/", 1)[-1], None, message))
                 errors.append(message)
         rows: list[tuple[str | None, ...]] = []
@@ -287,7 +288,7 @@ class Snapshots:
             rows = [tuple(printable(v) for v in row) for row in self.store.latest_rows(self.limit)]
             total = self.store.count_rows()
         except Exception as exc:
-            errors.append(logs.printable(f"database: {retrying.describe(exc)}"))
+            errors.append(logs.printable(f"database: {describe(exc)}"))
         counters = self.sample()
         now = self.clock()
         rejections = sorted(((printable(r) or "", int(n)) for r, n in
