@@ -21,8 +21,8 @@ from typing import Any
 
 def client(kind: str, endpoint: str, threads: int) -> Any:
     if kind == "lean":
-        from login_etl.queue import make_client
         from login_etl.settings import Settings
+        from login_etl.sqs.choose import make_client
 
         return make_client(Settings.from_env({"LOGIN_ETL_QUEUE_URL": f"{endpoint}/0/q",
                                               "LOGIN_ETL_SQS_CLIENT": "lean",

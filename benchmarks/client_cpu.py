@@ -2,7 +2,7 @@
 
     python benchmarks/client_cpu.py [--calls 400] [--rounds 3] [--clients lean,boto3]
 
-Each client is built the way the worker builds it (queue.make_client, LOGIN_ETL_SQS_CLIENT),
+Each client is built the way the worker builds it (sqs.choose.make_client, LOGIN_ETL_SQS_CLIENT),
 and makes the same calls against the same LocalStack queue: GetQueueAttributes, an empty
 ReceiveMessage, and a receive of 10 + DeleteMessageBatch of 10. The clients alternate over
 the rounds and the median CPU time of this process per call is printed (wall time includes
@@ -27,8 +27,8 @@ ENDPOINT = os.environ.get("LOGIN_ETL_TEST_SQS", "http://127.0.0.1:4566")
 
 
 def make(kind: str) -> Any:
-    from login_etl.queue import make_client
     from login_etl.settings import Settings
+    from login_etl.sqs.choose import make_client
 
     settings = Settings.from_env({"LOGIN_ETL_QUEUE_URL": f"{ENDPOINT}/000000000000/q",
                                   "LOGIN_ETL_SQS_CLIENT": kind,

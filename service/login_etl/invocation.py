@@ -6,16 +6,20 @@ errors exit 2, an unreachable or refusing dependency exits 1.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import click
 
 from login_etl import logs
+from login_etl.fifo import is_fifo
 from login_etl.masking import Masker
 from login_etl.pgerrors import StoreError
-from login_etl.queue import Queue, QueueError, QueueGone, SqsApi, dlq_url_for, make_client
+from login_etl.queue import Queue, QueueError, QueueGone, SqsApi
 from login_etl.settings import ConfigError, Settings
+from login_etl.sqs.choose import make_client
 from login_etl.store import Bounds, Store
 
 EXIT_CONFIG = 2
@@ -29,6 +33,36 @@ def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     shown = "\n".join(logs.printable(line, None) for line in message.split("\n"))
     click.echo(f"login-etl: error: {shown}", err=True)
     sys.exit(code)
+
+
+def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:
+    """The configured DLQ, else the queue's RedrivePolicy target, else `<queue>-dlq`.
+
+    The URL is built on the source queue's own scheme and host (account and name from the
+    target ARN), so it works wherever the source URL works.
+    """
+    if configured:
+        return configured
+    try:
+        policy = Queue(client, queue_url).attribute("RedrivePolicy")
+    except QueueError:
+        policy = None
+    if policy:
+        try:
+            arn = json.loads(policy).get("deadLetterTargetArn", "")
+        # a RedrivePolicy that is not a JSON object: as if there were none
+        except (ValueError, AttributeError, RecursionError):
+            arn = ""
+        parts = arn.split(":") if isinstance(arn, str) else []
+        if len(parts) == 6 and parts[5]:
+            base = urlsplit(queue_url)
+            return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"
+    url = queue_url.rstrip("/")
+    # A FIFO queue's DLQ must be FIFO too, and a FIFO queue's name ends in .fifo.
+    if is_fifo(url):
+        return url[:-len(".fifo")] + "-dlq.fifo"
+    return url + "-dlq"
+
 
 
 class Context:

@@ -6,22 +6,19 @@ returned to the caller, never silently dropped (the peers only log them).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from login_etl import metrics, retrying
 from login_etl.fifo import DEFAULT_GROUP, dedup_id, group_of_received, is_fifo
+from login_etl.ledger.days import dated, with_day
 from login_etl.masking import Masker
 from login_etl.messages import Received
-from login_etl.settings import ConfigError, Settings
 from login_etl.sqs import answers
-from login_etl.sqs.choose import check_ca_bundle, lean_client
 from login_etl.sqs.errors import (
     AccessDenied,
     ContentRefused,
@@ -87,49 +84,6 @@ class Depth:
     visible: int
     in_flight: int
     delayed: int
-
-
-def make_client(settings: Settings, *, pool: int | None = None) -> SqsApi:
-    """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
-
-    The lean JSON-protocol client (login_etl.sqs: a fraction of boto3's CPU per call) unless
-    the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
-    or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
-    """
-    from botocore.exceptions import PartialCredentialsError
-
-    try:
-        return _make_client(settings, pool or settings.pollers + 4)
-    # A key id without its secret, say: the configuration is wrong, no retry can help.
-    except PartialCredentialsError as exc:
-        raise ConfigError(f"AWS credentials: {exc}") from None
-    # botocore's "Invalid endpoint: ..." for an endpoint URL it cannot use.
-    except ValueError as exc:
-        raise ConfigError(f"SQS endpoint (AWS_ENDPOINT_URL or the queue URL): {exc}") from None
-
-
-def _make_client(settings: Settings, pool: int) -> SqsApi:
-    lean = lean_client(settings, pool)
-    if lean is not None:
-        return lean
-    check_ca_bundle(settings)
-    # Imported only here: boto3 (s3transfer and all) costs a noticeable start-up, and the
-    # lean client does not need it.
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        region_name=settings.region,
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=pool,
-        connect_timeout=3,
-        read_timeout=settings.wait_time_seconds + 10,
-        parameter_validation=False,
-        tcp_keepalive=True,
-    )
-    client: SqsApi = boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url,
-                                                    config=config)
-    return client
 
 
 def entry_bytes(entry: dict[str, Any]) -> int:
@@ -242,9 +196,9 @@ class Queue:
         for m in response.get("Messages") or ():
             attributes = m.get("Attributes") or {}
             marks = m.get("MessageAttributes")
-            redrive_of, redrive_day = _with_day(
+            redrive_of, redrive_day = with_day(
                 self._unseal(marks, REDRIVE_ATTRIBUTE) if marks else None)
-            origin, origin_day = _with_day(
+            origin, origin_day = with_day(
                 self._unseal(marks, ORIGIN_ATTRIBUTE) if marks else None)
             received.append(Received(
                 message_id=redrive_of or m["MessageId"],
@@ -422,47 +376,3 @@ def _is_final(failure: dict[str, Any]) -> bool:
     """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying, nor will
     an entry refused for its content (some servers mark that one as not the sender's fault)."""
     return bool(failure.get("SenderFault")) or code_refuses_content(str(failure.get("Code")))
-
-
-def dlq_url_for(client: SqsApi, queue_url: str, configured: str | None) -> str:
-    """The configured DLQ, else the queue's RedrivePolicy target, else `<queue>-dlq`.
-
-    The URL is built on the source queue's own scheme and host (account and name from the
-    target ARN), so it works wherever the source URL works.
-    """
-    if configured:
-        return configured
-    try:
-        policy = Queue(client, queue_url).attribute("RedrivePolicy")
-    except QueueError:
-        policy = None
-    if policy:
-        try:
-            arn = json.loads(policy).get("deadLetterTargetArn", "")
-        # a RedrivePolicy that is not a JSON object: as if there were none
-        except (ValueError, AttributeError, RecursionError):
-            arn = ""
-        parts = arn.split(":") if isinstance(arn, str) else []
-        if len(parts) == 6 and parts[5]:
-            base = urlsplit(queue_url)
-            return f"{base.scheme}://{base.netloc}/{parts[4]}/{parts[5]}"
-    url = queue_url.rstrip("/")
-    # A FIFO queue's DLQ must be FIFO too, and a FIFO queue's name ends in .fifo.
-    if is_fifo(url):
-        return url[:-len(".fifo")] + "-dlq.fifo"
-    return url + "-dlq"
-
-
-def dated(ledger_id: str, day: int) -> str:
-    """A sealed ledger id with its ledger day: `<id>|<day>`."""
-    return f"{ledger_id}|{day}"
-
-
-def _with_day(sealed: str | None) -> tuple[str | None, int | None]:
-    """`<id>|<day>` -> (id, day); a seal from before days were carried -> (id, None)."""
-    if sealed is None:
-        return None, None
-    ledger_id, sep, day = sealed.rpartition("|")
-    if sep and ledger_id and day.isascii() and day.isdigit() and len(day) <= 7:
-        return ledger_id, int(day)
-    return sealed, None

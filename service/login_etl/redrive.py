@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from login_etl.fifo import dedup_id
+from login_etl.ledger.days import dated
 from login_etl.messages import Received
-from login_etl.queue import MAX_BATCH, REDRIVE_ATTRIBUTE, Queue, QueueError, dated
+from login_etl.queue import MAX_BATCH, REDRIVE_ATTRIBUTE, Queue, QueueError
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from login_etl.fifo import DEFAULT_GROUP, dedup_id, group_of_event, is_fifo, valid_id
+from login_etl.invocation import dlq_url_for
 from login_etl.messages import Received
-from login_etl.queue import Queue, dlq_url_for
+from login_etl.queue import Queue
 
 FIFO_URL = "http://127.0.0.1:4566/000000000000/logins.fifo"
 

@@ -8,9 +8,9 @@ from datetime import date
 import pytest
 
 from login_etl import ledger
+from login_etl.ledger.days import with_day
 from login_etl.masking import Masker
 from login_etl.messages import Received
-from login_etl.queue import _with_day
 from login_etl.redrive import _redrive_id
 from login_etl.settings import MaskingKey
 
@@ -25,12 +25,12 @@ def test_the_day_is_the_utc_day_of_sent_timestamp() -> None:
 
 def test_a_sealed_id_carries_its_day_and_old_seals_still_open() -> None:
     masker = Masker([MaskingKey("k", secrets.token_bytes(32))])
-    assert _with_day(masker.unseal(masker.seal("abc|20000"))) == ("abc", 20_000)
-    assert _with_day(masker.unseal(masker.seal("abc"))) == ("abc", None)
-    assert _with_day("redrive:abc|20000") == ("redrive:abc", 20_000)
-    assert _with_day("a|b") == ("a|b", None)
-    assert _with_day("|20000") == ("|20000", None)
-    assert _with_day(None) == (None, None)
+    assert with_day(masker.unseal(masker.seal("abc|20000"))) == ("abc", 20_000)
+    assert with_day(masker.unseal(masker.seal("abc"))) == ("abc", None)
+    assert with_day("redrive:abc|20000") == ("redrive:abc", 20_000)
+    assert with_day("a|b") == ("a|b", None)
+    assert with_day("|20000") == ("|20000", None)
+    assert with_day(None) == (None, None)
 
 
 def test_a_redriven_copy_is_filed_under_its_origins_day() -> None:

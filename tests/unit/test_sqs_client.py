@@ -26,10 +26,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from login_etl.queue import make_client
 from login_etl.settings import ConfigError, Settings
 from login_etl.sqs import errors
-from login_etl.sqs.choose import lean_client
+from login_etl.sqs.choose import lean_client, make_client
 from login_etl.sqs.client import SqsClient
 from login_etl.sqs.http11 import MAX_BODY_BYTES, MalformedResponse, read_response
 from login_etl.sqs.sigv4 import Signer, host_header

@@ -212,7 +212,7 @@ class AttributesClient:
 ])
 def test_dlq_url_for(attributes: dict[str, str] | None, configured: str | None,
                      expected: str) -> None:
-    from login_etl.queue import dlq_url_for
+    from login_etl.invocation import dlq_url_for
 
     assert dlq_url_for(AttributesClient(attributes), "http://h:1/000/q", configured) == expected
 

@@ -79,3 +79,18 @@ def droppable(have: set[int], now: int, keep: int) -> list[int]:
 
 def cutoff(now: int, keep: int) -> date:
     return from_epoch_day(now - keep)
+
+
+def dated(ledger_id: str, day: int) -> str:
+    """A sealed ledger id with its ledger day: `<id>|<day>`."""
+    return f"{ledger_id}|{day}"
+
+
+def with_day(sealed: str | None) -> tuple[str | None, int | None]:
+    """`<id>|<day>` -> (id, day); a seal from before days were carried -> (id, None)."""
+    if sealed is None:
+        return None, None
+    ledger_id, sep, day = sealed.rpartition("|")
+    if sep and ledger_id and day.isascii() and day.isdigit() and len(day) <= 7:
+        return ledger_id, int(day)
+    return sealed, None

@@ -9,15 +9,16 @@ sends the same request (the JSON body and headers the boto3 serializer sends, si
 SigV4, the signing key cached for the day) on pooled keep-alive connections, and reports
 failures as the same botocore exceptions (ClientError with the parsed error;
 EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError), so
-retrying.py's policies apply unchanged.
+both clients' failures are translated in one place (errors.py) into QueueError.
 
 Credentials come from botocore's own provider chain (environment, profile, SSO, web
 identity, container, IMDS) and are refreshed by it. Only the operations Queue uses exist
-here; queue.make_client falls back to boto3 where this client does not go (proxies, FIPS or
+here; choose.make_client falls back to boto3 where this client does not go (proxies, FIPS or
 dual-stack endpoint selection).
 
 The package by concern: sigv4 (signing), http11 (HTTP/1.1 framing and the connection pool),
-client (the operations), choose (whether the settings call for this client at all).
+client (the operations), answers (the shape of an answer), errors (what a failure means),
+choose (which client the settings call for, and building it).
 """
 
 from login_etl.sqs.choose import lean_client

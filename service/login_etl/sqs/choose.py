@@ -1,4 +1,4 @@
-"""Which client the settings call for: the lean one, or None where boto3 has to do it, and
+"""The SQS client a process uses: the lean one where the settings allow it, else boto3's, with
 the credentials and CA bundle boto3 would use."""
 
 from __future__ import annotations
@@ -7,15 +7,61 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.client import SqsClient
 
+if TYPE_CHECKING:
+    from login_etl.queue import SqsApi
+
 # An endpoint path this client sends and signs as it is (botocore would sign the same): no
 # empty, "." or ".." segment, nothing that needs percent-encoding.
 _PLAIN_PATH = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")
+
+
+def make_client(settings: Settings, *, pool: int | None = None) -> SqsApi:
+    """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
+
+    The lean JSON-protocol client (login_etl.sqs: a fraction of boto3's CPU per call) unless
+    the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
+    or LOGIN_ETL_SQS_CLIENT=boto3 asks for boto3.
+    """
+    from botocore.exceptions import PartialCredentialsError
+
+    try:
+        return _make_client(settings, pool or settings.pollers + 4)
+    # A key id without its secret, say: the configuration is wrong, no retry can help.
+    except PartialCredentialsError as exc:
+        raise ConfigError(f"AWS credentials: {exc}") from None
+    # botocore's "Invalid endpoint: ..." for an endpoint URL it cannot use.
+    except ValueError as exc:
+        raise ConfigError(f"SQS endpoint (AWS_ENDPOINT_URL or the queue URL): {exc}") from None
+
+
+def _make_client(settings: Settings, pool: int) -> SqsApi:
+    lean = lean_client(settings, pool)
+    if lean is not None:
+        return lean
+    check_ca_bundle(settings)
+    # Imported only here: boto3 (s3transfer and all) costs a noticeable start-up, and the
+    # lean client does not need it.
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.region,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool,
+        connect_timeout=3,
+        read_timeout=settings.wait_time_seconds + 10,
+        parameter_validation=False,
+        tcp_keepalive=True,
+    )
+    client: SqsApi = boto3.session.Session().client("sqs", endpoint_url=settings.endpoint_url,
+                                                    config=config)
+    return client
 
 
 def lean_client(settings: Settings, pool: int) -> SqsClient | None:
