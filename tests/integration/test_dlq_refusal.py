@@ -33,9 +33,8 @@ class FirstHandOffGoesWrongDlq:
         if len(self.calls) > 1:
             return []
         if self.break_after is not None:
-            error = QueueError("send_message_batch on dlq queue failed: EndpointConnectionError")
-            error.delivered = ids[:self.break_after]
-            raise error
+            raise QueueError("send_message_batch on dlq queue failed: EndpointConnectionError",
+                             delivered=ids[:self.break_after])
         return ids if self.refuse else []
 
 

@@ -199,8 +199,7 @@ class RecordingQueue:
         self.calls.append((f"{self.name}.send", [(m.message_id, r) for m, r in rejected]))
         taken = [(m.message_id, r) for m, r in rejected if m.message_id not in self.refuse]
         if self.fail_after is not None:
-            error = QueueError("dlq down")
-            error.delivered = [i for i, _ in taken[:self.fail_after]]
+            error = QueueError("dlq down", delivered=[i for i, _ in taken[:self.fail_after]])
             self.sent += taken[:self.fail_after]
             raise error
         self.sent += taken

@@ -1,0 +1,108 @@
+"""SQS failures translated where they arise (sqs/errors.py): the class, retryable, code and
+delivered a caller reads are decided once, and botocore stops at the SQS adapter."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from login_etl.invocation import Context
+from login_etl.queue import Queue
+from login_etl.sqs.errors import (
+    AccessDenied,
+    ContentRefused,
+    QueueError,
+    QueueGone,
+    translated,
+)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "service" / "login_etl"
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "secret 192.0.2.1"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "GetQueueAttributes")
+
+
+@pytest.mark.parametrize(("exc", "kind", "retryable", "code"), [
+    (client_error("AWS.SimpleQueueService.NonExistentQueue", 400), QueueGone, False,
+     "AWS.SimpleQueueService.NonExistentQueue"),
+    (client_error("QueueDoesNotExist", 400), QueueGone, False, "QueueDoesNotExist"),
+    (client_error("AccessDenied", 403), AccessDenied, False, "AccessDenied"),
+    (client_error("KMS.AccessDeniedException", 400), AccessDenied, False,
+     "KMS.AccessDeniedException"),
+    (client_error("BatchRequestTooLong", 400), ContentRefused, False, "BatchRequestTooLong"),
+    (client_error("", 413), ContentRefused, False, ""),
+    (client_error("ServiceUnavailable", 503), QueueError, True, "ServiceUnavailable"),
+    (client_error("InvalidClientTokenId", 403), QueueError, False, "InvalidClientTokenId"),
+    (EndpointConnectionError(endpoint_url="http://secret-host"), QueueError, True, ""),
+    (ValueError("192.0.2.1"), QueueError, False, ""),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_each_failure_is_translated_once_into_what_callers_read(
+        exc: BaseException, kind: type[QueueError], retryable: bool, code: str) -> None:
+    error = translated(exc, "get_queue_attributes on source queue")
+    assert type(error) is kind and error.retryable is retryable and error.code == code
+    assert str(error).startswith("get_queue_attributes on source queue failed: ")
+    assert "192.0.2.1" not in str(error) and "secret" not in str(error)
+    assert error.delivered == []
+
+
+def test_what_was_delivered_is_a_new_error_of_the_same_kind() -> None:
+    cause = client_error("AccessDenied", 403)
+    error = translated(cause, "send_message_batch on dlq queue")
+    error.__cause__ = cause
+    told = error.having_delivered(["a", "b"])
+    assert type(told) is AccessDenied and told.delivered == ["a", "b"]
+    assert (str(told), told.retryable, told.code, told.__cause__) == (
+        str(error), False, "AccessDenied", cause)
+    assert error.delivered == [] and QueueError("x").delivered == []
+    assert "delivered" not in vars(QueueError)
+
+
+class GoneClient:
+    def get_queue_attributes(self, **_: Any) -> Any:
+        raise client_error("AWS.SimpleQueueService.NonExistentQueue", 400)
+
+
+def test_a_queue_that_is_gone_reaches_the_command_as_queue_gone(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    queue = Queue(GoneClient(), "http://127.0.0.1:1/000000000000/q")  # type: ignore[arg-type]
+    with pytest.raises(QueueGone) as caught:
+        queue.depth()
+    assert caught.value.retryable is False
+    with pytest.raises(SystemExit) as ended:
+        Context({}).refuse_queue(queue, caught.value)
+    assert ended.value.code == 2
+    assert "queue does not exist: http://127.0.0.1:1/000000000000/q" in capsys.readouterr().err
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_sqs_adapter_imports_botocore() -> None:
+    adapter = {"queue.py", "redrive.py"}
+    importing = sorted(
+        str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+        if any(name.split(".")[0] in ("botocore", "boto3") for name in _imports(path)))
+    assert importing and all(name in adapter or name.startswith("sqs/") for name in importing), \
+        importing
+
+
+def test_retrying_holds_policies_only() -> None:
+    """No driver, no SDK, no HTTP reader, no adapter's table: the predicates come from the
+    adapters' error types."""
+    imported = _imports(PACKAGE / "retrying.py")
+    assert not {name for name in imported
+                if name.split(".")[0] in ("botocore", "boto3", "psycopg", "psycopg_pool")
+                or name.startswith(("login_etl.sqs", "login_etl.pgerrors", "login_etl.store"))}
