@@ -30,7 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "service" / "login_etl"
 BUILD = ROOT / "build" / "mutate"
 EQUIVALENTS = ROOT / "tests" / "mutation" / "equivalents.txt"
-MODULES = ("messages", "masking", "retrying", "settings", "pipeline", "pgerrors")
+MODULES = ("messages", "masking", "retrying", "settings", "pipeline", "pgerrors", "sqs.errors")
+
+
+def source_of(module: str) -> str:
+    """A module's file under login_etl/: `sqs.errors` -> `sqs/errors.py`."""
+    return module.replace(".", "/") + ".py"
 # mutmut's exit codes of a test run against a mutant: a failing test (1, 3) or a hang kills it.
 KILLED = {1, 3, 24, -24, 36, 152, 255}
 
@@ -106,7 +111,7 @@ def stage(module: str, workdir: Path) -> None:
     (workdir / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
         'source_paths = ["src/login_etl"]\n'
-        f'only_mutate = ["src/login_etl/{module}.py"]\n'
+        f'only_mutate = ["src/login_etl/{source_of(module)}"]\n'
         'pytest_add_cli_args_test_selection = ["tests/unit"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n\n'
         "[tool.pytest.ini_options]\n"
@@ -135,14 +140,14 @@ def score(module: str, max_children: int, equivalents: list[Equivalent]) -> tupl
                 if counts:
                     print(f"  {module}: {counts[-1][0]}/{counts[-1][1]} mutants run, "
                           f"{time.monotonic() - started:.0f} s", flush=True)
-    meta_path = workdir / "mutants" / "src" / "login_etl" / f"{module}.py.meta"
+    meta_path = workdir / "mutants" / "src" / "login_etl" / f"{source_of(module)}.meta"
     if rc != 0 or not meta_path.exists():
         print(f"  mutmut failed on {module} (exit {rc}); the end of {log}:")
         tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
         print("\n".join("    " + line for line in tail))
         return 0, -1, []
     codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
-    diffs = mutant_diffs(workdir / "mutants" / "src" / "login_etl" / f"{module}.py", module)
+    diffs = mutant_diffs(workdir / "mutants" / "src" / "login_etl" / source_of(module), module)
     killed = total = 0
     survivors: list[str] = []
     used: set[Equivalent] = set()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutate import MODULES, load_equivalents, report, summary
+from mutate import MODULES, load_equivalents, report, source_of, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutate-constants"
@@ -47,6 +47,8 @@ TESTS = {
     "pipeline": ["test_pipeline_settle.py", "test_worker_bookkeeping.py"],
     "pgerrors": ["test_store_errors.py", "test_connect_errors.py", "test_pipeline_settle.py",
                  "test_sqlstates.py"],
+    "sqs.errors": ["test_sqs_errors.py", "test_retry_decisions.py", "test_retrying.py",
+                   "test_sqs_client.py", "test_untrusted_input.py"],
 }
 REGEX_HINTS = ("[", "(?", "{", "^", "$", "\\d", "\\.")
 
@@ -277,7 +279,7 @@ HEAVY = ("pytest", "hypothesis", "psycopg", "psycopg_pool", "boto3", "botocore.e
 
 def start(workdir: Path, module: str, mutant: Mutant) -> int:
     """Fork a run of the module's unit tests against the mutant; returns the child's pid."""
-    (workdir / "service" / "login_etl" / f"{module}.py").write_text(mutant.source, encoding="utf-8")
+    (workdir / "service" / "login_etl" / source_of(module)).write_text(mutant.source, encoding="utf-8")
     tests = [f"tests/unit/{name}" for name in TESTS[module] if (workdir / "tests" / "unit" / name).exists()]
     pid = os.fork()
     if pid:
@@ -299,7 +301,7 @@ def start(workdir: Path, module: str, mutant: Mutant) -> int:
 
 
 def score(module: str, jobs: int) -> tuple[int, int, list[Mutant]]:
-    original = (ROOT / "service" / "login_etl" / f"{module}.py").read_text(encoding="utf-8")
+    original = (ROOT / "service" / "login_etl" / source_of(module)).read_text(encoding="utf-8")
     equivalents = load_equivalents()
     found = list(mutants(module, original))
     todo = [m for m in found if not any(e.where == m.name and e.removed == (m.before,)
@@ -321,7 +323,7 @@ def score(module: str, jobs: int) -> tuple[int, int, list[Mutant]]:
             running[start(workdir, module, mutant)] = (mutant, workdir)
         pid, status = os.wait()
         mutant, workdir = running.pop(pid)
-        (workdir / "service" / "login_etl" / f"{module}.py").write_text(original, encoding="utf-8")
+        (workdir / "service" / "login_etl" / source_of(module)).write_text(original, encoding="utf-8")
         free.append(workdir)
         done += 1
         if os.waitstatus_to_exitcode(status) == 0:
@@ -345,7 +347,7 @@ def main() -> int:
         parser.error(f"not a module this measures: {', '.join(unknown)}")
     if args.list:
         for module in args.modules:
-            source = (ROOT / "service" / "login_etl" / f"{module}.py").read_text(encoding="utf-8")
+            source = (ROOT / "service" / "login_etl" / source_of(module)).read_text(encoding="utf-8")
             for m in mutants(module, source):
                 print(f"{m.name}: {m.before} -> {m.after}")
         return 0
