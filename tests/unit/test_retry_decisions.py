@@ -365,7 +365,8 @@ def test_retries_are_counted_under_their_own_operation(clock: Clock) -> None:
 
 # (operation, attempts, max_delay): a call that fails slowly is cut by the delay bound.
 DELAYS = [("receive", 4, 10), ("delete", 6, 15), ("dlq_send", 6, 15), ("visibility", 4, 5),
-          ("queue_attributes", 3, 5), ("send", 6, 30), ("connect", 5, 10), ("commit", 5, 15)]
+          ("queue_attributes", 3, 5), ("send", 6, 30), ("connect", 5, 10), ("commit", 5, 15),
+          ("schema", 10, 120)]
 
 
 @pytest.mark.parametrize(("operation", "attempts", "max_delay"), DELAYS)

@@ -51,6 +51,20 @@ def test_each_failure_is_translated_once_into_what_callers_read(
     assert error.delivered == []
 
 
+@pytest.mark.parametrize("code", ["BatchRequestTooLong", "MessageTooLong",
+                                  "RequestEntityTooLarge", "InvalidMessageContents",
+                                  "InvalidParameterValue"])
+def test_a_batch_refused_for_its_content_can_be_split(code: str) -> None:
+    """Each code by which SQS (or a server of another make) refuses what a batch holds: the
+    send is split in halves instead of failing the hand-off; the query protocol's spelling
+    (QueryErrorCode) counts too."""
+    assert type(translated(client_error(code, 400), "send")) is ContentRefused
+    query = ClientError({"Error": {"Code": "Sender", "QueryErrorCode": f"AWS.SimpleQueueService.{code}"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "SendMessageBatch")
+    assert type(translated(query, "send")) is ContentRefused
+    assert type(translated(client_error("Sender", 400), "send")) is QueueError
+
+
 def test_what_was_delivered_is_a_new_error_of_the_same_kind() -> None:
     cause = client_error("AccessDenied", 403)
     error = translated(cause, "send_message_batch on dlq queue")
