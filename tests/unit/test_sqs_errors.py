@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+import login_etl
 from login_etl.invocation import Context
 from login_etl.queue import Queue
 from login_etl.sqs.errors import (
@@ -20,7 +21,8 @@ from login_etl.sqs.errors import (
     translated,
 )
 
-PACKAGE = Path(__file__).resolve().parents[2] / "service" / "login_etl"
+# where login_etl is imported from (a mutation run stages its own copy)
+PACKAGE = Path(login_etl.__file__).resolve().parent
 
 
 def client_error(code: str, status: int) -> ClientError:
