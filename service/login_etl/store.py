@@ -81,7 +81,8 @@ class Bounds:
 
     def sql(self) -> str:
         # Answers one value, the database's UTC day: the ledger's "today", never a replica's
-        # clock (read with the bounds, so no statement of its own).
+        # clock (read with the bounds, so no statement of its own). Store.bounded sends it in
+        # the same message as its BEGIN.
         return ("SELECT (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01' FROM (SELECT"
                 f" set_config('statement_timeout', '{self.statement_ms:d}', true),"
                 f" set_config('lock_timeout', '{self.lock_ms:d}', true),"
@@ -106,6 +107,15 @@ def _reconnect_now(pool: ConnectionPool[Any]) -> None:
         pool.check()
 
 
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """End a failed transaction; an error doing so is the session's end, left to the pool
+    (the first error is the one raised)."""
+    if conn.info.transaction_status in (psycopg.pq.TransactionStatus.INTRANS,
+                                        psycopg.pq.TransactionStatus.INERROR):
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+
+
 def _once(_operation: str, fn: Callable[..., T], *args: Any, retry_if: Any = None,
           **kwargs: Any) -> T:
     return fn(*args, **kwargs)
@@ -115,7 +125,7 @@ class Store:
     def __init__(self, database_url: str, *, pool_size: int = 2,
                  bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
-        self._bounds_sql = self.bounds.sql()
+        self._begin_sql = f"BEGIN; {self.bounds.sql()}"
         # Whether claims also consult login_etl_ledger_legacy, the unpartitioned ledger an
         # earlier schema kept (ledger.py), until no id it holds can be redelivered.
         self.legacy = False
@@ -196,17 +206,32 @@ class Store:
         statement_timeout at all behind PgBouncer.
         """
         with self.pool.connection(timeout=timeout) as conn:
+            # BEGIN and the bounds in one message, one round trip: in autocommit mode psycopg
+            # sends no BEGIN of its own, and COMMIT / ROLLBACK are sent here. The statements
+            # inside still nest their savepoints with conn.transaction().
+            conn.autocommit = True
             try:
-                with conn.transaction():
-                    row = conn.execute(self._bounds_sql).fetchone()
-                    if row:
-                        self.today = row[0]
+                cur = conn.execute(self._begin_sql)
+                cur.nextset()
+                row = cur.fetchone()
+                if row:
+                    self.today = row[0]
+                try:
                     yield conn
+                except BaseException:
+                    _rollback(conn)
+                    raise
+                conn.commit()
             except psycopg.Error as exc:
+                _rollback(conn)
                 # Closed, the pool drops it and connects anew instead of handing it out again.
                 if drops_session(exc):
                     conn.close()
                 raise
+            finally:
+                # A broken connection keeps it: the pool drops that one anyway.
+                with contextlib.suppress(psycopg.Error):
+                    conn.autocommit = False
 
     def init_schema(self, keep_days: int = ledger.DEFAULT_KEEP_DAYS) -> None:
         """The tables and the ledger's days (ledger.init); a role without CREATE can run

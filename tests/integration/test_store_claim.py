@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
+from login_etl import ledger
 from login_etl.store import Store
 from tests.integration.stack import create_database, drop_database
 
@@ -123,3 +126,49 @@ def _lock_waits(store: Store) -> int:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                            " AND datname = current_database()").fetchone()
     return int(row[0]) if row else 0
+
+
+def _sent(trace: str) -> list[str]:
+    """The simple queries of a libpq trace (time, F or B, length, type, contents)."""
+    return [fields[4].strip().strip('"') for fields in (line.split("\t") for line in
+                                                        trace.splitlines())
+            if len(fields) > 4 and fields[1] == "F" and fields[3] == "Query"]
+
+
+def test_a_transaction_sends_its_begin_and_bounds_in_one_message(store: Store,
+                                                                  tmp_path: Path) -> None:
+    """One round trip opens a settle: BEGIN and the bounds (with the database's day) go out
+    together, never a BEGIN of its own."""
+    with (tmp_path / "trace").open("w+") as trace:
+        # The pool's one connection: the one the transaction is given next.
+        with store.connection() as conn:
+            conn.pgconn.trace(trace.fileno())
+        try:
+            with store.transaction() as tx:
+                assert tx.claim([("a", "stored")]) == {"a"}
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        queries = [q for q in _sent(trace.read()) if q]
+    assert queries[0].startswith("BEGIN; SELECT ")
+    assert "set_config('statement_timeout', '30000', true)" in queries[0]
+    assert "BEGIN" not in queries[1:]
+    assert queries[-1] == "COMMIT"
+    assert store.today == ledger.today()
+
+
+def test_a_failed_transaction_is_rolled_back_and_its_bounds_end_with_it(store: Store) -> None:
+    """Bounds hold inside a transaction only (no session state for a pooler to carry over);
+    an error rolls everything back and gives the connection back as the pool lent it."""
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        assert tx.claim([("a", "stored")]) == {"a"}
+        assert tx.conn.execute("SHOW statement_timeout").fetchone() == ("30s",)
+        raise RuntimeError("work failed")
+    with store.connection() as conn:
+        assert not conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute("SELECT count(*) FROM login_etl_ledger").fetchone() == (0,)
+        conn.rollback()
+    with store.transaction() as tx:
+        assert tx.claim([("a", "stored")]) == {"a"}
