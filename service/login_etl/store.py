@@ -126,6 +126,8 @@ class Store:
                  bounds: Bounds | None = None) -> None:
         self.bounds = bounds or Bounds()
         self._begin_sql = f"BEGIN; {self.bounds.sql()}"
+        # A settle's: with the ledger claim's savepoint already set.
+        self._begin_claim_sql = f"{self._begin_sql}; SAVEPOINT {ledger.CLAIM_SAVEPOINT}"
         # Whether claims also consult login_etl_ledger_legacy, the unpartitioned ledger an
         # earlier schema kept (ledger.py), until no id it holds can be redelivered.
         self.legacy = False
@@ -199,8 +201,10 @@ class Store:
             yield conn
 
     @contextlib.contextmanager
-    def bounded(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside a transaction that starts by setting its Bounds.
+    def bounded(self, timeout: float | None = None, *, claim: bool = False
+                ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction that starts by setting its Bounds (and
+        with claim, the ledger claim's savepoint).
 
         Every statement of the store runs in one: a read alone would otherwise carry no
         statement_timeout at all behind PgBouncer.
@@ -211,7 +215,7 @@ class Store:
             # inside still nest their savepoints with conn.transaction().
             conn.autocommit = True
             try:
-                cur = conn.execute(self._begin_sql)
+                cur = conn.execute(self._begin_claim_sql if claim else self._begin_sql)
                 cur.nextset()
                 row = cur.fetchone()
                 if row:
@@ -248,8 +252,8 @@ class Store:
         """BEGIN ... COMMIT on one pooled connection; an exception rolls back. One attempt,
         psycopg's errors as they are: write() is the way in that retries and translates."""
         started = time.perf_counter()
-        with self.bounded() as conn:
-            yield Transaction(conn, self)
+        with self.bounded(claim=True) as conn:
+            yield Transaction(conn, self, claim_savepoint=True)
         metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def write(self, work: Callable[[Transaction], T]) -> T:
@@ -338,22 +342,29 @@ class Store:
 class Transaction:
     """The statements of one settle: claim ids in the ledger, then COPY the new rows."""
 
-    def __init__(self, conn: psycopg.Connection[Any], store: Store | None = None) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], store: Store | None = None, *,
+                 claim_savepoint: bool = False) -> None:
         self.conn = conn
         self.store = store
+        # Whether the transaction began with the claim's savepoint, nothing done since.
+        self._savepoint = claim_savepoint
 
     def claim(self, claims: Sequence[ledger.Claim]) -> set[str]:
         """File (message id, outcome, day[, redriven]) in the ledger; the ids not seen before
-        (ledger.claim)."""
-        return ledger.claim(self.conn, claims, self.store)
+        (ledger.claim). The first claim uses the savepoint set with BEGIN; a later one (a
+        rollback to it would undo the first) sets its own."""
+        fresh, self._savepoint = self._savepoint, False
+        return ledger.claim(self.conn, claims, self.store, savepoint_set=fresh)
 
     def unclaim(self, claims: Sequence[tuple[str, int]]) -> None:
         """Take (message id, day) claims back out of the ledger within this transaction."""
+        self._savepoint = False
         ledger.unclaim(self.conn, claims, self.store)
 
     def insert(self, events: Sequence[LoginEvent]) -> None:
         """One COPY of the rows: their lines were encoded when they were parsed."""
         if events:
+            self._savepoint = False
             with self.conn.cursor().copy(_COPY) as copy:
                 copy.write("".join([e.line for e in events]))
 

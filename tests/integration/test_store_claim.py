@@ -137,8 +137,8 @@ def _sent(trace: str) -> list[str]:
 
 def test_a_transaction_sends_its_begin_and_bounds_in_one_message(store: Store,
                                                                   tmp_path: Path) -> None:
-    """One round trip opens a settle: BEGIN and the bounds (with the database's day) go out
-    together, never a BEGIN of its own."""
+    """One round trip opens a settle: BEGIN, the bounds (with the database's day) and the
+    claim's savepoint go out together, never a BEGIN or a SAVEPOINT of its own."""
     with (tmp_path / "trace").open("w+") as trace:
         # The pool's one connection: the one the transaction is given next.
         with store.connection() as conn:
@@ -152,7 +152,9 @@ def test_a_transaction_sends_its_begin_and_bounds_in_one_message(store: Store,
         queries = [q for q in _sent(trace.read()) if q]
     assert queries[0].startswith("BEGIN; SELECT ")
     assert "set_config('statement_timeout', '30000', true)" in queries[0]
-    assert "BEGIN" not in queries[1:]
+    # The claim's savepoint with them, released by COMMIT.
+    assert queries[0].endswith("; SAVEPOINT login_etl_claim")
+    assert not [q for q in queries[1:] if "BEGIN" in q or "SAVEPOINT" in q]
     assert queries[-1] == "COMMIT"
     assert store.today == ledger.today()
 
@@ -172,3 +174,16 @@ def test_a_failed_transaction_is_rolled_back_and_its_bounds_end_with_it(store: S
         conn.rollback()
     with store.transaction() as tx:
         assert tx.claim([("a", "stored")]) == {"a"}
+
+
+def test_a_known_id_undoes_the_claim_alone_after_other_work(store: Store) -> None:
+    """The savepoint set with BEGIN serves the first statement only: a claim after other
+    work in the transaction (an unclaim here) rolls back to a savepoint of its own."""
+    with store.transaction() as tx:
+        assert tx.claim([("a", "stored", 20000), ("b", "stored", 20000)]) == {"a", "b"}
+    with store.transaction() as tx:
+        tx.unclaim([("b", 20000)])
+        assert tx.claim([("a", "stored", 20000), ("c", "stored", 20000)]) == {"c"}
+    with store.connection() as conn:
+        ids = conn.execute("SELECT text_id FROM login_etl_ledger ORDER BY 1").fetchall()
+    assert ids == [("a",), ("c",)]

@@ -34,7 +34,7 @@ replicas (the protocol versions sharing the database).
 """
 
 from login_etl.ledger import replicas
-from login_etl.ledger.claims import PACKED_KNOWN, Claim, claim, unclaim
+from login_etl.ledger.claims import CLAIM_SAVEPOINT, PACKED_KNOWN, Claim, claim, unclaim
 from login_etl.ledger.days import (
     AHEAD_DAYS,
     DEFAULT,
@@ -76,6 +76,7 @@ from login_etl.ledger.upkeep import Maintenance, maintain, pack
 
 __all__ = [
     "AHEAD_DAYS",
+    "CLAIM_SAVEPOINT",
     "DEFAULT",
     "DEFAULT_KEEP_DAYS",
     "LEGACY",

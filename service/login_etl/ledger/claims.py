@@ -35,6 +35,10 @@ _CLAIM = (
     " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::date[], %s::boolean[])"
     " ON CONFLICT DO NOTHING RETURNING coalesce(id::text, text_id)"
 )
+# Set by the store with BEGIN for a settle's claim (one round trip less than a savepoint of
+# its own, and none to release it: COMMIT does).
+CLAIM_SAVEPOINT = "login_etl_claim"
+_ROLLBACK_CLAIM = f"ROLLBACK TO SAVEPOINT {CLAIM_SAVEPOINT}"
 _LEGACY_KNOWN = f"SELECT message_id FROM {LEGACY} WHERE message_id = ANY(%s)"
 _COPY_LEDGER = f"COPY {TABLE} (id, text_id, day, rejected) FROM STDIN"
 # SQS message ids as SQS writes them: these go to the uuid column (16 bytes), and read back as
@@ -59,11 +63,12 @@ Claim = tuple[str, str] | tuple[str, str, int] | tuple[str, str, int, bool]
 
 
 def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
-          store: Consults | None = None) -> set[str]:
+          store: Consults | None = None, *, savepoint_set: bool = False) -> set[str]:
     """File (message id, outcome, day[, redriven]) in the ledger; return the ids not seen
     before (the rest are repeats). The day (days since 1970-01-01, UTC) is the message's
     SentTimestamp day or the one its redrive seal carries; without one, the database's today.
-    A redriven copy is also filed day-less (REDRIVEN), where it outlives its day."""
+    A redriven copy is also filed day-less (REDRIVEN), where it outlives its day.
+    savepoint_set: CLAIM_SAVEPOINT was set just before, nothing done since."""
     if not claims:
         return set()
     now = store.today if store is not None else db_today(conn)
@@ -86,10 +91,16 @@ def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
             f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n" if _UUID.fullmatch(i)
             else f"\\N\t{copy_value(i)}\t{days[d]}\t{'t' if r else 'f'}\n"
             for i, r, d in rows])
-        with conn.transaction(), conn.cursor().copy(_COPY_LEDGER) as copy:
-            copy.write(payload)
+        if savepoint_set:
+            with conn.cursor().copy(_COPY_LEDGER) as copy:
+                copy.write(payload)
+        else:
+            with conn.transaction(), conn.cursor().copy(_COPY_LEDGER) as copy:
+                copy.write(payload)
         claimed = {i for i, _, _ in rows}
     except psycopg.errors.UniqueViolation:
+        if savepoint_set:
+            conn.execute(_ROLLBACK_CLAIM)
         uuids, texts, days_of = _split(rows)
         cur = conn.execute(_CLAIM, (uuids, texts, days_of, [r for _, r, _ in rows]))
         claimed = {row[0] for row in cur.fetchall()}
