@@ -67,6 +67,16 @@ def test_a_batch_refused_for_its_content_can_be_split(code: str) -> None:
     assert type(translated(client_error("Sender", 400), "send")) is QueueError
 
 
+def test_a_code_from_the_server_is_cut_and_an_answer_without_one_has_none() -> None:
+    """The code is the server's text: at most 64 characters in the error and its message."""
+    long = translated(client_error("C" * 100, 400), "q")
+    assert long.code == "C" * 63 + "…" and str(long) == f"q failed: ClientError:{'C' * 63}…"
+    bare = ClientError({"ResponseMetadata": {"HTTPStatusCode": 400}}, "GetQueueAttributes")
+    assert translated(bare, "q").code == "" and str(translated(bare, "q")) == "q failed: ClientError:?"
+    error = QueueError("x")
+    assert (error.retryable, error.code, error.delivered) == (True, "", [])
+
+
 def test_what_was_delivered_is_a_new_error_of_the_same_kind() -> None:
     cause = client_error("AccessDenied", 403)
     error = translated(cause, "send_message_batch on dlq queue")
