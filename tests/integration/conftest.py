@@ -46,6 +46,16 @@ def postgres() -> str:
     return ADMIN_DSN
 
 
+@pytest.fixture
+def database(postgres: str) -> Iterator[str]:
+    """A fresh empty database for one test, dropped afterwards."""
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 # Runs a test with each SQS client the product has: `@both_clients` on the test (its `stack`
 # then runs `login-etl` with LOGIN_ETL_SQS_CLIENT set to each in turn).
 CLIENTS = ("lean", "boto3")

@@ -143,9 +143,7 @@ class Stack:
     # -- the database --------------------------------------------------------------------------
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            cur = conn.execute(sql, tuple(params) or None)
-            return cur.fetchall() if cur.description else []
+        return query(self.database_url, sql, params)
 
     def connect(self) -> psycopg.Connection[Any]:
         """A connection of the test's own (in a transaction until commit/rollback)."""
@@ -195,6 +193,13 @@ def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(url: str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on its own autocommit connection; its rows, [] if it returns none."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, tuple(params) or None)
+        return cur.fetchall() if cur.description else []
 
 
 def end(process: subprocess.Popen[Any], timeout: float = 10) -> None:

@@ -18,9 +18,8 @@ from login_etl.messages import Received
 from login_etl.store import Store
 from tests.integration.stack import (
     Stack,
-    create_database,
-    drop_database,
     log_events,
+    query,
     unique_bodies,
     wait_until,
 )
@@ -40,15 +39,6 @@ CREATE INDEX IF NOT EXISTS login_etl_ledger_processed_at ON login_etl_ledger (pr
 
 
 @pytest.fixture
-def database(postgres: str) -> Iterator[str]:
-    url = create_database()
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
-@pytest.fixture
 def store(database: str) -> Iterator[Store]:
     store = Store(database, pool_size=2)
     try:
@@ -59,33 +49,27 @@ def store(database: str) -> Iterator[Store]:
         store.close()
 
 
-def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(sql, params or None)
-        return cur.fetchall() if cur.description else []
-
-
 def _where(url: str) -> dict[str, tuple[str, str]]:
     """message id -> (partition, day) for every ledger row."""
-    rows = _query(url, "SELECT coalesce(id::text, text_id), tableoid::regclass::text, day::text"
+    rows = query(url, "SELECT coalesce(id::text, text_id), tableoid::regclass::text, day::text"
                        " FROM login_etl_ledger")
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _packed(url: str) -> dict[str, int]:
     """id -> day for every packed id."""
-    rows = _query(url, "SELECT unnest(ids)::text, day FROM login_etl_ledger_packed")
+    rows = query(url, "SELECT unnest(ids)::text, day FROM login_etl_ledger_packed")
     return {r[0]: ledger.epoch_day(r[1]) for r in rows}
 
 
 def test_partitions_from_the_retention_back_to_days_ahead(store: Store, database: str) -> None:
     today = ledger.today()
-    assert _query(database, "SELECT relkind::text FROM pg_class WHERE relname ="
+    assert query(database, "SELECT relkind::text FROM pg_class WHERE relname ="
                             " 'login_etl_ledger'") == [("p",)]
     with store.bounded() as conn:
         assert ledger.partitions(conn) == set(range(today - 3, today + ledger.AHEAD_DAYS + 1))
     # No time index: each partition has exactly its two unique id indexes.
-    indexes = _query(database, "SELECT indexdef FROM pg_indexes WHERE tablename = %s",
+    indexes = query(database, "SELECT indexdef FROM pg_indexes WHERE tablename = %s",
                      (ledger.partition_name(today),))
     assert len(indexes) == 2 and all("UNIQUE" in i[0] for i in indexes)
 
@@ -97,7 +81,7 @@ def test_uuid_ids_are_stored_as_uuid_others_as_text(store: Store, database: str)
     today = ledger.today()
     with store.transaction() as tx:
         assert tx.claim([(i, "stored", today) for i in [sqs_id, *others]]) == {sqs_id, *others}
-    rows = _query(database, "SELECT id::text, text_id FROM login_etl_ledger")
+    rows = query(database, "SELECT id::text, text_id FROM login_etl_ledger")
     assert (sqs_id, None) in rows
     assert sorted(t for _, t in rows if t) == sorted(others), "read back exactly as given"
     with store.transaction() as tx:
@@ -148,7 +132,7 @@ def test_missing_days_ahead_are_created_and_the_default_is_emptied_into_them(
         store: Store, database: str) -> None:
     today = ledger.today()
     ahead = today + ledger.AHEAD_DAYS
-    _query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
+    query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
     early = str(uuid.uuid4())
     with store.transaction() as tx:
         tx.claim([(early, "stored", ahead)])
@@ -274,10 +258,10 @@ def test_a_day_detached_but_not_dropped_is_dropped_by_the_next_run(store: Store,
     the two leaves a table the next run finishes."""
     today = ledger.today()
     name = ledger.partition_name(today - 3)
-    _query(database, f"ALTER TABLE login_etl_ledger DETACH PARTITION {name}")
-    assert _query(database, "SELECT to_regclass(%s)::text", (name,)) == [(name,)]
+    query(database, f"ALTER TABLE login_etl_ledger DETACH PARTITION {name}")
+    assert query(database, "SELECT to_regclass(%s)::text", (name,)) == [(name,)]
     store.maintain_ledger(keep_days=3)
-    assert _query(database, "SELECT to_regclass(%s)::text", (name,)) == [(None,)]
+    assert query(database, "SELECT to_regclass(%s)::text", (name,)) == [(None,)]
     with store.bounded() as conn:
         assert today - 2 in ledger.partitions(conn) and today in ledger.partitions(conn)
 
@@ -363,7 +347,7 @@ def test_a_packed_day_still_knows_every_id(store: Store, database: str) -> None:
 
 def _sizes(url: str, day: int) -> list[int]:
     """The number of ids in each packed row of a day, in the order of their ranges."""
-    rows = _query(url, "SELECT cardinality(ids) FROM login_etl_ledger_packed WHERE day = %s"
+    rows = query(url, "SELECT cardinality(ids) FROM login_etl_ledger_packed WHERE day = %s"
                        " ORDER BY lo", (ledger.from_epoch_day(day),))
     return [int(c) for (c,) in rows]
 
@@ -429,7 +413,7 @@ def test_init_schema_adds_packed_ids_to_a_partitioned_ledger_without_them(
     ids = [str(uuid.uuid4()) for _ in range(50)]
     with store.transaction() as tx:
         tx.claim([(i, "stored", day) for i in ids])
-    _query(database, "DROP TABLE login_etl_ledger_packed")
+    query(database, "DROP TABLE login_etl_ledger_packed")
     upgraded = Store(database, pool_size=1)
     upgraded.open()
     try:

@@ -19,7 +19,7 @@ import pytest
 
 from login_etl import ledger
 from login_etl.store import Bounds, Store
-from tests.integration.stack import create_database, drop_database
+from tests.integration.stack import query
 
 FAKETIME = shutil.which("faketime")
 # The days a test keeps: the days it files stay in the window whatever midnight passes.
@@ -41,15 +41,6 @@ print(json.dumps({"dropped": done.days_dropped if done else 0,
 
 
 @pytest.fixture
-def database(postgres: str) -> Iterator[str]:
-    url = create_database()
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
-@pytest.fixture
 def store(database: str) -> Iterator[Store]:
     store = Store(database, pool_size=2)
     try:
@@ -58,12 +49,6 @@ def store(database: str) -> Iterator[Store]:
         yield store
     finally:
         store.close()
-
-
-def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(sql, params or None)
-        return cur.fetchall() if cur.description else []
 
 
 def _replica(url: str, shift: str, claims: list[tuple[Any, ...]], *, maintain: bool) -> Any:
@@ -91,7 +76,7 @@ def test_a_replica_days_fast_drops_and_packs_nothing_still_redeliverable(
     assert fast["dropped"] == 0 and fast["packed"] <= 1 and fast["new"] == []
     with store.bounded() as conn:
         assert today - 4 in ledger.partitions(conn)
-    assert _query(database, "SELECT count(*) FROM login_etl_ledger_packed WHERE day >= %s",
+    assert query(database, "SELECT count(*) FROM login_etl_ledger_packed WHERE day >= %s",
                   (ledger.from_epoch_day(today - 1),)) == [(0,)]
     with store.transaction() as tx:
         assert tx.claim(claims) == set()
@@ -109,7 +94,7 @@ def test_a_replica_days_slow_finds_the_ids_of_a_packed_day(store: Store, databas
     undated = str(uuid.uuid4())
     slow = _replica(database, "-3d", [*claims, (undated, "stored")], maintain=True)
     assert slow == {"dropped": 0, "packed": 0, "new": [undated]}
-    assert _query(database, "SELECT day FROM login_etl_ledger WHERE id = %s",
+    assert query(database, "SELECT day FROM login_etl_ledger WHERE id = %s",
                   (undated,)) == [(ledger.from_epoch_day(today),)]
     with store.transaction() as tx:
         assert tx.claim(claims) == set()
@@ -123,10 +108,10 @@ def test_unclaim_takes_out_only_the_given_id_and_day_pairs(store: Store, databas
     with store.transaction() as tx:
         # Neither pair was filed: a is filed under yesterday, b under today.
         tx.unclaim([(a, today), (b, today - 1)])
-    assert len(_query(database, "SELECT 1 FROM login_etl_ledger")) == 2
+    assert len(query(database, "SELECT 1 FROM login_etl_ledger")) == 2
     with store.transaction() as tx:
         tx.unclaim([(a, today - 1)])
-    assert _query(database, "SELECT id::text FROM login_etl_ledger") == [(b,)]
+    assert query(database, "SELECT id::text FROM login_etl_ledger") == [(b,)]
 
 
 def test_overlapping_claimers_never_deadlock(store: Store) -> None:
@@ -167,7 +152,7 @@ def test_start_waits_for_a_lock_instead_of_exiting(database: str) -> None:
     first.init_schema(keep_days=KEEP)
     first.close()
     ahead = ledger.today() + ledger.AHEAD_DAYS
-    _query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
+    query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
     errors: list[BaseException] = []
     with psycopg.connect(database) as holder:
         holder.execute("INSERT INTO login_etl_ledger (text_id, day) VALUES ('held', %s)",
@@ -260,7 +245,7 @@ def test_missed_days_are_created_and_a_failing_step_stops_no_other(database: str
         store.init_schema(keep_days=KEEP)
         today = ledger.today()
         for day in (today - 1, today - 2):
-            _query(database, f"DROP TABLE {ledger.partition_name(day)}")
+            query(database, f"DROP TABLE {ledger.partition_name(day)}")
         missed = [(str(uuid.uuid4()), "stored", day) for day in (today - 1, today - 2)]
         packable = [(str(uuid.uuid4()), "stored", today - 3) for _ in range(5)]
         with store.transaction() as tx:
@@ -273,7 +258,7 @@ def test_missed_days_are_created_and_a_failing_step_stops_no_other(database: str
         done = store.maintain_ledger(keep_days=KEEP)
         with store.bounded() as conn:
             assert {today - 1, today - 2} <= ledger.partitions(conn)
-        where = dict(_query(database, "SELECT id::text, tableoid::regclass::text"
+        where = dict(query(database, "SELECT id::text, tableoid::regclass::text"
                                       " FROM login_etl_ledger"))
         # Yesterday's id moved into its day (the day before may be packed by now).
         assert where[missed[0][0]] == ledger.partition_name(today - 1)
@@ -289,15 +274,15 @@ def test_packing_a_big_day_never_holds_its_claims(store: Store, database: str) -
     grows past PACK_IDS."""
     day = ledger.today() - 3
     when = ledger.from_epoch_day(day)
-    _query(database, f"INSERT INTO {ledger.partition_name(day)} (id, day)"
+    query(database, f"INSERT INTO {ledger.partition_name(day)} (id, day)"
                      " SELECT gen_random_uuid(), %s FROM generate_series(1, 400000)", (when,))
     store.maintain_ledger(keep_days=KEEP)
     # The packed day's rows gave their space back (about 36 MB before).
-    assert _query(database, "SELECT pg_total_relation_size(%s)",
+    assert query(database, "SELECT pg_total_relation_size(%s)",
                   (ledger.partition_name(day),))[0][0] < 1_000_000
-    _query(database, f"INSERT INTO {ledger.partition_name(day)} (id, day)"
+    query(database, f"INSERT INTO {ledger.partition_name(day)} (id, day)"
                      " SELECT gen_random_uuid(), %s FROM generate_series(1, 40000)", (when,))
-    late = [r[0] for r in _query(database, "SELECT id::text FROM login_etl_ledger"
+    late = [r[0] for r in query(database, "SELECT id::text FROM login_etl_ledger"
                                            " WHERE day = %s LIMIT 500", (when,))]
     waits: list[float] = []
     stop = threading.Event()
@@ -322,7 +307,7 @@ def test_packing_a_big_day_never_holds_its_claims(store: Store, database: str) -
           f" {getattr(done, 'longest_step', 0) * 1000:.0f} ms")
     assert done.ids_packed >= 40_000
     assert max(waits) < 0.3, f"a claim of the day waited {max(waits):.2f} s"
-    sizes = [r[0] for r in _query(database, "SELECT cardinality(ids) FROM"
+    sizes = [r[0] for r in query(database, "SELECT cardinality(ids) FROM"
                                             " login_etl_ledger_packed WHERE day = %s", (when,))]
     assert max(sizes) <= ledger.PACK_IDS and sum(sizes) >= 440_000
     with store.transaction() as tx:
@@ -403,7 +388,7 @@ def test_a_rolling_upgrade_beside_the_previous_release(store: Store, database: s
     finally:
         old.stop()
     # A replica registered with an older protocol holds packing back too.
-    _query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('b', 1)")
+    query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('b', 1)")
     assert store.maintain_ledger(keep_days=KEEP).packing_waits
 
 
@@ -412,13 +397,13 @@ def test_housekeeping_is_left_to_a_newer_replica_while_one_is_seen(store: Store,
     """A replica of a newer protocol registered: this one leaves housekeeping to it; once
     that replica is no longer seen (a rollback), this one takes it up again."""
     ahead = ledger.today() + ledger.AHEAD_DAYS
-    _query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
-    _query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('new', %s)",
+    query(database, f"DROP TABLE {ledger.partition_name(ahead)}")
+    query(database, "INSERT INTO login_etl_ledger_replicas (name, version) VALUES ('new', %s)",
            (ledger.replicas.PROTOCOL + 1,))
     store.maintain_ledger(keep_days=KEEP)
     with store.bounded() as conn:
         assert ahead not in ledger.partitions(conn)
-    _query(database, "UPDATE login_etl_ledger_replicas SET seen = now() - interval '3 hours'"
+    query(database, "UPDATE login_etl_ledger_replicas SET seen = now() - interval '3 hours'"
                      " WHERE name = 'new'")
     assert store.maintain_ledger(keep_days=KEEP).days_created == 1
     with store.bounded() as conn:
