@@ -3,8 +3,6 @@ rendered: a gauge refreshed only when someone looks at the page cannot raise an 
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from login_etl import ledger
-from tests.integration.stack import Stack, free_port, http_get, log_events, metric_sum, wait_until
+from tests.integration.stack import Stack, end, free_port, http_get, log_events, metric_sum, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +26,6 @@ def ready(port: int) -> bool:
         return http_get(port, "/readyz", timeout=2)[0] == 200
     except OSError:
         return False
-
-
-def stop(worker: subprocess.Popen[str]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
@@ -59,7 +47,7 @@ def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
                    30, interval=0.5, what="the DLQ gauge at 3")
         print(f"DLQ gauge at 3 {time.monotonic() - rejected_at:.1f} s after the third reject")
     finally:
-        stop(worker)
+        end(worker, 30)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
 
@@ -86,7 +74,7 @@ def test_failed_ledger_maintenance_is_counted(stack: Stack, tmp_path: Path) -> N
                                           "login_etl_ledger_maintenance_failures_total") >= 1,
                        30, interval=0.5, what="the maintenance failure counted")
         finally:
-            stop(worker)
+            end(worker, 30)
         assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
         assert any(e.get("event") == "ledger_prune_failed"
                    for e in log_events(tmp_path / "worker.log"))

@@ -10,7 +10,6 @@ tested in an old form.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 import uuid
@@ -123,16 +122,6 @@ def start_worker(stack: Stack, port: int, log: Path, **env: str) -> subprocess.P
     return worker
 
 
-def stop_worker(worker: subprocess.Popen[str]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
 def test_dlq_growing_fires_and_resolves(stack: Stack, prometheus: Any, tmp_path: Path) -> None:
     port = free_port()
     worker = start_worker(stack, port, tmp_path / "worker.log")
@@ -145,7 +134,7 @@ def test_dlq_growing_fires_and_resolves(stack: Stack, prometheus: Any, tmp_path:
         assert_course(seen)
         print(f"DLQ alert {seen} in {time.monotonic() - started:.1f} s")
     finally:
-        stop_worker(worker)
+        end(worker, 30)
 
 
 def test_worker_stopped_fires_target_down_and_no_worker_up_then_resolves_on_restart(
@@ -157,7 +146,7 @@ def test_worker_stopped_fires_target_down_and_no_worker_up_then_resolves_on_rest
         for name in ("LoginEtlTargetDown", "LoginEtlNoWorkerUp"):
             wait_until(lambda name=name: states(server, name) == set(), 30, what=f"{name} quiet")
         started = time.monotonic()
-        stop_worker(workers[0])
+        end(workers[0], 30)
         assert workers[0].returncode == 0
 
         def restart() -> None:
@@ -170,7 +159,7 @@ def test_worker_stopped_fires_target_down_and_no_worker_up_then_resolves_on_rest
         print(f"TargetDown, NoWorkerUp {seen} in {time.monotonic() - started:.1f} s")
     finally:
         for worker in workers:
-            stop_worker(worker)
+            end(worker, 30)
 
 
 def test_commits_stalled_with_a_backlog_fires_and_resolves(
@@ -198,7 +187,7 @@ def test_commits_stalled_with_a_backlog_fires_and_resolves(
         assert stack.duplicate_rows() == 0
     finally:
         blocker.close()
-        stop_worker(worker)
+        end(worker, 30)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
 
@@ -220,7 +209,7 @@ def test_sqs_cut_fires_retry_storm_and_io_errors_then_both_resolve(
             assert_course(course)
         print(f"SQS cut {seen} in {time.monotonic() - started:.1f} s")
     finally:
-        stop_worker(worker)
+        end(worker, 30)
         proxy.close()
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
@@ -246,7 +235,7 @@ def test_failed_ledger_maintenance_fires_and_resolves(
                                     "postgres@", f"{role}@"))]
 
         def fixed() -> None:
-            stop_worker(workers[0])
+            end(workers[0], 30)
             workers.append(start_worker(stack, port, tmp_path / "worker-2.log"))
 
         try:
@@ -255,7 +244,7 @@ def test_failed_ledger_maintenance_fires_and_resolves(
             assert_course(seen)
         finally:
             for worker in workers:
-                stop_worker(worker)
+                end(worker, 30)
     finally:
         stack.query(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
@@ -273,7 +262,7 @@ def test_forged_marks_fire_unverified_marks_and_resolve(
         assert_course(seen)
         assert stack.count_rows() == 1
     finally:
-        stop_worker(worker)
+        end(worker, 30)
 
 
 def test_a_reject_the_dlq_refuses_fires_and_resolves(
@@ -291,7 +280,7 @@ def test_a_reject_the_dlq_refuses_fires_and_resolves(
         seen = watch_course(server, "LoginEtlRejectsLeftInSource", timeout=55)
         assert_course(seen)
     finally:
-        stop_worker(worker)
+        end(worker, 30)
 
 
 def test_every_rule_has_its_course_watched_here() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.stack import Stack, free_port, metric_sum, wait_until
-from tests.integration.test_alert_signals import ready, scrape, stop
+from tests.integration.stack import Stack, end, free_port, metric_sum, wait_until
+from tests.integration.test_alert_signals import ready, scrape
 
 
 def test_freshness_histogram_counts_the_rows_stored(stack: Stack, tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_freshness_histogram_counts_the_rows_stored(stack: Stack, tmp_path: Path
         shown = stack.cli("status", "--worker-url", f"http://127.0.0.1:{port}").stdout
         assert "99 rows since the worker started" in " ".join(shown.split())
     finally:
-        stop(worker)
+        end(worker, 30)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
     # The worker is gone: no "0 settled" for ten minutes, but "unknown".

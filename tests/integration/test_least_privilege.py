@@ -6,8 +6,6 @@ stays quiet."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from tests.integration.stack import (
     ROOT,
     Stack,
+    end,
     free_port,
     http_get,
     log_events,
@@ -70,13 +69,7 @@ def test_the_documented_grants_run_the_worker_and_its_maintenance(stack: Stack,
             assert metric_sum(text, "login_etl_ledger_maintenance_failing") == 0
             assert metric_sum(text, "login_etl_ledger_maintenance_failures_total") == 0
         finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+            end(worker, 30)
         events = log_events(tmp_path / "worker.log")
         assert not [e for e in events if e.get("event") == "ledger_prune_failed"]
         pruned = [e for e in events if e.get("event") == "ledger_pruned"]

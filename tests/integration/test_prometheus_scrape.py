@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -145,11 +144,5 @@ def test_real_prometheus_scrapes_the_worker(stack: Stack, prometheus_for: Any,
                   if alert["state"] == "firing"}
         assert firing <= {"LoginEtlDeadLetterQueueGrowing"}, firing
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        end(worker, 30)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
-from tests.integration.stack import Stack, free_port, http_get, unique_bodies, wait_until
+from tests.integration.stack import Stack, end, free_port, http_get, unique_bodies, wait_until
 
 HELD = 300
 
@@ -95,12 +94,7 @@ def test_300_idle_connections_leave_probes_threads_and_commits_alone(stack: Stac
         stop_sending.set()
         for sock in held:
             sock.close()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except Exception:
-                worker.kill()
+        end(worker, 30)
     assert worker.returncode == 0, log.read_text()[-3000:]
 
 
@@ -159,10 +153,5 @@ def test_a_client_pipelining_metrics_leaves_the_probes_and_the_pipeline_alone(
         stop.set()
         if sock is not None:
             sock.close()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except Exception:
-                worker.kill()
+        end(worker, 30)
     assert worker.returncode == 0, log.read_text()[-3000:]
