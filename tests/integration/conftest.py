@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from tests.integration.stack import (
     drop_database,
     end,
     free_port,
+    fresh_stack,
     sqs_client,
     wait_until,
 )
@@ -68,22 +68,10 @@ def sqs_client_kind(request: pytest.FixtureRequest) -> str | None:
     return getattr(request, "param", None)
 
 
-def _fresh_stack(sqs: Any, endpoint: str, sqs_client_kind: str | None) -> Iterator[Stack]:
-    """A fresh queue pair on that SQS and a fresh database, both dropped afterwards."""
-    queue_url, dlq_url = create_queues(sqs, endpoint=endpoint)
-    database_url = create_database()
-    extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
-    yield Stack(sqs, queue_url, dlq_url, database_url, extra_env=extra)
-    for url in (queue_url, dlq_url):
-        with contextlib.suppress(Exception):
-            sqs.delete_queue(QueueUrl=url)
-    drop_database(database_url)
-
-
 @pytest.fixture
 def stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
     """A fresh queue pair and a fresh database for one test."""
-    yield from _fresh_stack(sqs, ENDPOINT, sqs_client_kind)
+    yield from fresh_stack(sqs, create_queues(sqs), sqs_client_kind)
 
 
 @pytest.fixture(scope="session")
@@ -123,4 +111,5 @@ def _tail(path: Path) -> str:
 @pytest.fixture
 def moto_stack(moto_sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
     """The `stack` fixture on moto instead of LocalStack."""
-    yield from _fresh_stack(moto_sqs, moto_sqs.meta.endpoint_url, sqs_client_kind)
+    yield from fresh_stack(
+        moto_sqs, create_queues(moto_sqs, endpoint=moto_sqs.meta.endpoint_url), sqs_client_kind)

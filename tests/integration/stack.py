@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,20 @@ class Stack:
         return int(self.query(
             "SELECT count(*) - count(DISTINCT (user_id, device_type, masked_ip, masked_device_id,"
             " locale, app_version)) FROM user_logins")[0][0])
+
+
+def fresh_stack(sqs: Any, queues: tuple[str, str], sqs_client_kind: str | None
+                ) -> Iterator[Stack]:
+    """A Stack on that queue pair (source, DLQ) and a fresh database; the queues and the
+    database are dropped afterwards."""
+    queue_url, dlq_url = queues
+    database_url = create_database()
+    extra = {"LOGIN_ETL_SQS_CLIENT": sqs_client_kind} if sqs_client_kind else {}
+    yield Stack(sqs, queue_url, dlq_url, database_url, extra_env=extra)
+    for url in (queue_url, dlq_url):
+        with contextlib.suppress(Exception):
+            sqs.delete_queue(QueueUrl=url)
+    drop_database(database_url)
 
 
 def create_queues(sqs: Any, visibility_timeout: int = 30,

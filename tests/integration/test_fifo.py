@@ -4,7 +4,6 @@ event never commits before an earlier one."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ from tests.integration.stack import (
     ENDPOINT,
     Stack,
     _local,
-    create_database,
-    drop_database,
+    fresh_stack,
 )
 
 GROUPS = 20
@@ -61,25 +59,15 @@ def create_fifo_queues(sqs: Any, endpoint: str) -> tuple[str, str]:
     return _local(source, endpoint), _local(dlq, endpoint)
 
 
-def _fifo_stack(sqs: Any, endpoint: str, kind: str | None) -> Iterator[Stack]:
-    queue_url, dlq_url = create_fifo_queues(sqs, endpoint)
-    database_url = create_database()
-    yield Stack(sqs, queue_url, dlq_url, database_url,
-                extra_env={"LOGIN_ETL_SQS_CLIENT": kind} if kind else {})
-    for url in (queue_url, dlq_url):
-        with contextlib.suppress(Exception):
-            sqs.delete_queue(QueueUrl=url)
-    drop_database(database_url)
-
-
 @pytest.fixture
 def fifo_stack(sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
-    yield from _fifo_stack(sqs, ENDPOINT, sqs_client_kind)
+    yield from fresh_stack(sqs, create_fifo_queues(sqs, ENDPOINT), sqs_client_kind)
 
 
 @pytest.fixture
 def moto_fifo_stack(moto_sqs: Any, postgres: str, sqs_client_kind: str | None) -> Iterator[Stack]:
-    yield from _fifo_stack(moto_sqs, moto_sqs.meta.endpoint_url, sqs_client_kind)
+    yield from fresh_stack(
+        moto_sqs, create_fifo_queues(moto_sqs, moto_sqs.meta.endpoint_url), sqs_client_kind)
 
 
 def grouped_events() -> list[tuple[str, str]]:
