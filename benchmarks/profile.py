@@ -42,7 +42,7 @@ BACKGROUND = "idle polls, depth checks, heartbeat, housekeeping"
 CONTEXT: list[tuple[str, str]] = [
     (IMPORTS, r"_find_and_load|<frozen importlib"),
     (STARTING, r"Store\.(open|close)|Worker\.stop\b|\brun \(.*login_etl/cli\.py"),
-    (BACKGROUND, r"Heartbeat|Housekeeping|_drained"),
+    (BACKGROUND, r"Heartbeat|Housekeeping|drained"),
     ("ledger claim", r"Transaction\.claim"),
     ("COPY lines and rows", r"Transaction\.insert|login_event"),
 ]

@@ -131,10 +131,8 @@ def run(obj: Context, until_empty: bool, keep_messages: bool, batch_size: int | 
         page = StatusPage(source, dlq, store)
         table.update(page.routes())
         page.start_sampling()
-    try:
-        worker.run(stop)
-    finally:
-        store.close()
+    # The worker closes the store as the last step of its shutdown.
+    worker.run(stop)
     if worker.fatal:
         fail(worker.fatal, EXIT_UNAVAILABLE)
 

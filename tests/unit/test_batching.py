@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from login_etl.handoff import BatchWindow
 from login_etl.messages import Received, Rejection
 from login_etl.pipeline import Item
-from login_etl.roles import BatchWindow
 
 
 def items(n: int, start: int = 0) -> list[Item]:

@@ -80,7 +80,7 @@ def test_a_poller_failure_releases_what_it_received_and_the_poller_carries_on(
     assert sorted(source.released) == ["rh0", "rh1", "rh2"] and len(w.inflight) == 0
     assert [(e["role"], e["error"], e["messages"]) for e in failures(logs)] == [
         ("poller-0", "ValueError", 3)]
-    w.crew.stopping.set()
+    w.shutdown.begin(5.0)
     poller.join(time.monotonic() + 5)
 
 
@@ -93,11 +93,11 @@ def test_a_batcher_failure_releases_its_window_and_the_batcher_carries_on() -> N
     hold(w, *first, *second)
     with capture_logs() as logs:
         batcher.start()
-        w.crew.inbox.put([(m, None) for m in first])
+        w.inbox.put([(m, None) for m in first])
         wait_for(lambda: len(source.released) == 2)
-        w.crew.inbox.put([(m, None) for m in second])
+        w.inbox.put([(m, None) for m in second])
         # The next list is batched and handed to a settler as usual.
-        wait_for(lambda: w.crew.handoff.busy == 1)
+        wait_for(lambda: w.handoff.busy == 1)
     assert batcher.alive()
     assert sorted(source.released) == ["rh1", "rh2"]
     assert [m.receipt_handle for m in w.inflight.all_held()] == ["rh3"]
@@ -112,9 +112,9 @@ def test_a_settler_failure_releases_its_batch_and_the_next_batch_settles() -> No
     hold(w, first, second)
     with capture_logs() as logs:
         w.settlers[0].start()
-        w.crew.handoff.submit([(first, None)], lambda: None)  # type: ignore[list-item]
-        w.crew.handoff.submit([(second, None)], lambda: None)  # type: ignore[list-item]
-        wait_for(lambda: w.crew.handoff.busy == 0 and len(w.inflight) == 0)
+        w.handoff.submit([(first, None)], lambda: None)  # type: ignore[list-item]
+        w.handoff.submit([(second, None)], lambda: None)  # type: ignore[list-item]
+        wait_for(lambda: w.handoff.busy == 0 and len(w.inflight) == 0)
     assert w.settlers[0].alive()
     assert source.released == ["rh1"]
     assert [m.receipt_handle for batch in settled for m, _ in batch] == ["rh2"]
@@ -134,7 +134,7 @@ def test_a_heartbeat_failure_is_logged_and_the_next_beat_extends() -> None:
     # Held messages are the heartbeat's to extend, not to release.
     assert source.released == [] and len(w.inflight) == 1
     assert [(e["role"], e["messages"]) for e in failures(logs)] == [("heartbeat", 0)]
-    w.crew.stopping.set()
+    w.shutdown.begin(5.0)
 
 
 def test_a_role_that_keeps_failing_halts_the_worker() -> None:
@@ -151,7 +151,7 @@ def test_a_role_that_keeps_failing_halts_the_worker() -> None:
     with capture_logs() as logs:
         settler.start()
         for m in messages:
-            w.crew.handoff.submit([(m, None)], lambda: None)  # type: ignore[list-item]
+            w.handoff.submit([(m, None)], lambda: None)  # type: ignore[list-item]
         settler.join(time.monotonic() + 5)
     assert not settler.alive()
     assert w.fatal == f"settler-0 failed {roles.FAILURE_LIMIT} times within 60 s"

@@ -94,7 +94,7 @@ def test_heartbeat_retries_an_extension_that_failed_at_the_next_beat() -> None:
     deadline = time.monotonic() + 6
     while len(source.extended) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    w.crew.stopping.set()
+    w.shutdown.begin(5.0)
     assert source.extended[:2] == [["rh1"], ["rh1"]]
     assert source.extended_at[1] - source.extended_at[0] < 1.6
 
@@ -155,7 +155,7 @@ def test_shutdown_gives_back_what_waits_in_the_inbox() -> None:
     w, _ = worker(source)
     waiting = [received(1), received(2)]
     hold(w, *waiting)
-    w.crew.inbox.put([(m, None) for m in waiting])
+    w.inbox.put([(m, None) for m in waiting])
     w.stop()
     assert sorted(source.released) == ["rh1", "rh2"]
 
@@ -170,14 +170,14 @@ def test_a_bug_in_settling_releases_the_batch_and_frees_its_slot() -> None:
     w.pipeline.settle = broken  # type: ignore[method-assign]
     message = received(1)
     hold(w, message)
-    w.crew.handoff.submit([(message, None)], lambda: None)  # type: ignore[list-item]
+    w.handoff.submit([(message, None)], lambda: None)  # type: ignore[list-item]
     w.settlers[0].start()
     deadline = time.monotonic() + 5
-    while (w.crew.handoff.busy or not source.released) and time.monotonic() < deadline:
+    while (w.handoff.busy or not source.released) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert source.released == ["rh1"] and len(w.inflight) == 0 and w.crew.handoff.busy == 0
+    assert source.released == ["rh1"] and len(w.inflight) == 0 and w.handoff.busy == 0
     slots = w.settings.pollers
-    assert all(w.crew.handoff._slots.acquire(blocking=False) for _ in range(slots)), \
+    assert all(w.handoff._slots.acquire(blocking=False) for _ in range(slots)), \
         "the batch slot must be given back"
     assert w.settlers[0].alive(), "the settler carries on"
 
@@ -186,11 +186,11 @@ def test_pollers_find_the_database_back_when_no_settler_is_busy() -> None:
     """A settler cleared db_up and then gave up its batch: nobody would set it again."""
     source = SlowSource([], slow_seconds=0)
     w, _ = worker(source)
-    w.crew.db_up.clear()
+    w.database.up.clear()
     w.health.db_ok = False
     w.pollers[0].start()
-    assert w.crew.db_up.wait(5), "a poller must probe the database itself"
-    w.crew.stopping.set()
+    assert w.database.up.wait(5), "a poller must probe the database itself"
+    w.shutdown.begin(5.0)
     w.pollers[0].join(time.monotonic() + 5)
     assert w.health.db_ok
 
@@ -235,7 +235,7 @@ def test_a_release_past_the_shutdown_bound_stops_sending(no_retry_waits: None) -
 
 
 def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> None:
-    """_drained asks SQS for the depth after checking what it holds; a poller that receives
+    """UntilEmpty.drained asks SQS for the depth after checking what it holds; a poller that receives
     (and even settles) meanwhile hid messages SQS no longer counts as visible."""
     source = SlowSource([], slow_seconds=0)
     w, _ = worker(source, until_empty=True)
@@ -255,10 +255,11 @@ def test_a_receive_that_comes_and_goes_during_the_depth_call_is_not_empty() -> N
         return depth()
 
     source.depth = depth_while_a_poller_receives  # type: ignore[method-assign]
-    assert w._drained() is False
+    assert w.until_empty is not None
+    assert w.until_empty.drained() is False
     source.depth = depth  # type: ignore[method-assign]
     pollers_come_back_empty()
-    assert w._drained() is True
+    assert w.until_empty.drained() is True
 
 
 def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
@@ -281,7 +282,7 @@ def test_heartbeat_tells_two_copies_of_one_id_apart() -> None:
     while not source.extended and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.1)
-    w.crew.stopping.set()
+    w.shutdown.begin(5.0)
     assert time.monotonic() - held(w)["rh-new"].extended_at < 5
     assert time.monotonic() - held(w)["rh-old"].extended_at > 9
 
