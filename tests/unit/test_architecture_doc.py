@@ -1,10 +1,12 @@
-"""docs/architecture.md names functions as they are: every `module.name` it cites resolves."""
+"""docs/architecture.md names functions as they are: every `module.name` it cites resolves,
+in the module that defines it (not one that merely imports it)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import re
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +36,15 @@ def resolve(dotted: str) -> object:
             obj: object = importlib.import_module("login_etl." + ".".join(parts[:i]))
         except ImportError:
             continue
+        module = obj if isinstance(obj, types.ModuleType) else None
         for attr in parts[i:]:
             obj = getattr(obj, attr)
+            # Where it is defined, not a name the module merely imports.
+            # (a click command is its callback)
+            defined = getattr(getattr(obj, "callback", obj), "__module__", None)
+            if module is not None and defined is not None and defined != module.__name__:
+                raise ImportError(f"{dotted}: defined in {defined}")
+            module = None
         return obj
     raise ImportError(dotted)
 
@@ -47,6 +56,6 @@ def test_every_function_the_path_names_exists() -> None:
     for name in names:
         try:
             resolve(name)
-        except (AttributeError, ImportError):
+        except (AttributeError, ImportError, TypeError):
             missing.append(name)
     assert missing == []
