@@ -8,6 +8,7 @@ Each round runs each version in a fresh process on a fresh database: --transacti
 --batch new SQS-style ids and their rows through Store.write, timed after a warm-up; the
 figure is the process's CPU (user + system) per transaction, and the Postgres backend's. The
 round trips a transaction makes are counted from the connection's protocol trace.
+--claim-only: ledger.claim alone, on a connection that sends nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +62,48 @@ def child(transactions: int, batch: int) -> dict[str, float]:
             store.close()
 
 
+class _NoServer:
+    """A connection whose COPY takes the payload and sends nothing: the claim's own Python."""
+
+    def cursor(self) -> _NoServer:
+        return self
+
+    def transaction(self) -> _NoServer:
+        return self
+
+    def copy(self, _statement: str) -> _NoServer:
+        return self
+
+    def __enter__(self) -> _NoServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def write(self, _payload: str) -> None:
+        return None
+
+
+def claim_only(transactions: int, batch: int) -> dict[str, float]:
+    """CPU of ledger.claim alone for batches of new SQS-style ids, no server."""
+    import uuid
+
+    from login_etl import ledger
+
+    class Today:
+        legacy, today, redriven = False, ledger.today(), True
+
+    claims = [(str(uuid.uuid4()), "stored", Today.today, False) for _ in range(batch)]
+    conn, store = _NoServer(), Today()
+    for _ in range(200):
+        ledger.claim(conn, claims, store)  # type: ignore[arg-type]
+    cpu0 = time.process_time()
+    for _ in range(transactions):
+        ledger.claim(conn, claims, store)  # type: ignore[arg-type]
+    return {"client_us": (time.process_time() - cpu0) / transactions * 1e6,
+            "server_us": 0.0, "round_trips": 0.0}
+
+
 def _round_trips(store, settle, chunk) -> float:  # type: ignore[no-untyped-def]
     """The messages after which the client waits for the server (a simple Query, Sync,
     CopyDone) in one settle, the pool's check of the connection included, from libpq's
@@ -86,10 +129,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--transactions", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--claim-only", action="store_true",
+                        help="ledger.claim's own CPU on a connection that sends nothing")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.transactions, args.batch)))
+        run = claim_only if args.claim_only else child
+        print(json.dumps(run(args.transactions, args.batch)))
         return 0
     from run import _checkout
 
@@ -103,7 +149,8 @@ def main() -> int:
                 env = dict(os.environ, PYTHONPATH=path)
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", "--transactions",
-                     str(args.transactions), "--batch", str(args.batch)],
+                     str(args.transactions), "--batch", str(args.batch)]
+                    + (["--claim-only"] if args.claim_only else []),
                     env=env, check=True, capture_output=True, text=True).stdout
                 figures[name].append(json.loads(out.splitlines()[-1]))
                 print(f"round {n + 1} {name:8} {figures[name][-1]}", flush=True)

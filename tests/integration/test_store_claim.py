@@ -187,3 +187,16 @@ def test_a_known_id_undoes_the_claim_alone_after_other_work(store: Store) -> Non
     with store.connection() as conn:
         ids = conn.execute("SELECT text_id FROM login_etl_ledger ORDER BY 1").fetchall()
     assert ids == [("a",), ("c",)]
+
+
+def test_an_id_holding_two_uuids_on_two_lines_is_one_text_id(store: Store) -> None:
+    """The batch's ids are matched as UUIDs in one pass: an id spanning two UUID-shaped
+    lines is still one id, escaped into text_id, not two uuid rows."""
+    first, second = "0" * 8 + "-0000-4000-8000-" + "0" * 12, "1" * 8 + "-1111-4111-8111-" + "1" * 12
+    odd = f"{first}\n{second}"
+    with store.transaction() as tx:
+        assert tx.claim([(odd, "stored"), (first, "stored")]) == {odd, first}
+    with store.connection() as conn:
+        rows = conn.execute("SELECT id::text, text_id FROM login_etl_ledger"
+                            " ORDER BY 2 NULLS FIRST").fetchall()
+    assert rows == [(first, None), (None, odd)]

@@ -44,6 +44,9 @@ _COPY_LEDGER = f"COPY {TABLE} (id, text_id, day, rejected) FROM STDIN"
 # SQS message ids as SQS writes them: these go to the uuid column (16 bytes), and read back as
 # the same text; anything else (a redriven copy's "redrive:..." id) to text_id.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A claim's ids, each followed by a newline, all canonical UUIDs (the usual batch): checked in
+# one match instead of one an id; with the length (37 an id) no id holds a newline.
+_UUIDS = re.compile(r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n)+")
 # Which of a claim's (day, id, text_id) a packed row of that day holds.
 PACKED_KNOWN = (
     "SELECT coalesce(b.id::text, b.text_id)"
@@ -87,10 +90,15 @@ def claim(conn: psycopg.Connection[Any], claims: Sequence[Claim],
     # violation), which undoes only the savepoint, and the claim is made row by row below.
     try:
         days = _iso_days(rows)
-        payload = "".join([
-            f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n" if _UUID.fullmatch(i)
-            else f"\\N\t{copy_value(i)}\t{days[d]}\t{'t' if r else 'f'}\n"
-            for i, r, d in rows])
+        ids = "\n".join([r[0] for r in rows]) + "\n"
+        if len(ids) == 37 * len(rows) and _UUIDS.fullmatch(ids):
+            payload = "".join([f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n"
+                               for i, r, d in rows])
+        else:
+            payload = "".join([
+                f"{i}\t\\N\t{days[d]}\t{'t' if r else 'f'}\n" if _UUID.fullmatch(i)
+                else f"\\N\t{copy_value(i)}\t{days[d]}\t{'t' if r else 'f'}\n"
+                for i, r, d in rows])
         if savepoint_set:
             with conn.cursor().copy(_COPY_LEDGER) as copy:
                 copy.write(payload)
