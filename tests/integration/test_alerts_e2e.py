@@ -23,7 +23,7 @@ import yaml
 
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.stack import ROOT, Stack, end, free_port, unique_bodies, wait_until
-from tests.integration.test_prometheus_scrape import Prometheus, prometheus_binary
+from tests.integration.test_prometheus_scrape import Prometheus, prometheus_starter
 
 pytestmark = pytest.mark.integration
 
@@ -49,34 +49,16 @@ def quick_rules() -> str:
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Any]:
-    """Start Debian's Prometheus with the quick rules, scraping 127.0.0.1:<port> as login-etl."""
-    binary = prometheus_binary()
-    started: list[subprocess.Popen[bytes]] = []
+    """Start Debian's Prometheus with the quick rules, scraping 127.0.0.1:<port> as login-etl;
+    it returns once the target is up."""
+    with prometheus_starter(tmp_path, quick_rules()) as start:
 
-    def start(target_port: int) -> Prometheus:
-        (tmp_path / "alerts.yml").write_text(quick_rules())
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "rule_files:\n  - alerts.yml\n"
-            "scrape_configs:\n  - job_name: login-etl\n    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{target_port}']\n"
-        )
-        port = free_port()
-        log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
-        started.append(subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        ))
-        server = Prometheus(port)
-        wait_until(server.ready, 30, what="prometheus /-/ready")
-        wait_until(lambda: server.scalar('up{job="login-etl"}') == 1, 30, what="target up")
-        return server
+        def start_up(target_port: int) -> Prometheus:
+            server = start(target_port)
+            wait_until(lambda: server.scalar('up{job="login-etl"}') == 1, 30, what="target up")
+            return server
 
-    yield start
-    for process in started:
-        end(process)
+        yield start_up
 
 
 def states(server: Prometheus, name: str) -> set[str]:

@@ -7,13 +7,14 @@ exactly the rows that reached Postgres, and evaluate every alert rule without er
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,15 @@ class Prometheus:
             return False
 
 
-@pytest.fixture
-def prometheus_for(tmp_path: Path) -> Iterator[Any]:
-    """Start a Prometheus that scrapes 127.0.0.1:<port> every second as job login-etl."""
+@contextlib.contextmanager
+def prometheus_starter(tmp_path: Path, rules: str) -> Iterator[Callable[[int], Prometheus]]:
+    """A function that starts Debian's Prometheus with `rules` as its alerting rules, scraping
+    127.0.0.1:<port> every second as job login-etl; each one started is ended on leaving."""
     binary = prometheus_binary()
     started: list[subprocess.Popen[bytes]] = []
 
     def start(target_port: int) -> Prometheus:
-        shutil.copy(ROOT / "config" / "alerts.yml", tmp_path / "alerts.yml")
+        (tmp_path / "alerts.yml").write_text(rules)
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
@@ -99,9 +101,18 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
             raise AssertionError((tmp_path / "prometheus.log").read_text()[-3000:]) from None
         return prometheus
 
-    yield start
-    for process in started:
-        end(process)
+    try:
+        yield start
+    finally:
+        for process in started:
+            end(process)
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Any]:
+    """Start a Prometheus with the shipped rules that scrapes 127.0.0.1:<port> as login-etl."""
+    with prometheus_starter(tmp_path, (ROOT / "config" / "alerts.yml").read_text()) as start:
+        yield start
 
 
 def test_real_prometheus_scrapes_the_worker(stack: Stack, prometheus_for: Any,
