@@ -3,8 +3,10 @@ rendered: a gauge refreshed only when someone looks at the page cannot raise an 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,24 @@ def ready(port: int) -> bool:
         return http_get(port, "/readyz", timeout=2)[0] == 200
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def role_that_cannot_maintain(stack: Stack) -> Iterator[str]:
+    """The schema made, the last day ahead dropped, and a role that may read and write the
+    ledger but not create in the schema, so its maintenance cannot make that day again: the
+    role's database URL; the role is dropped on leaving."""
+    stack.cli("init-db")
+    stack.query(f"DROP TABLE {ledger.partition_name(ledger.today() + ledger.AHEAD_DAYS)}")
+    role = f"etl_nomaint_{uuid.uuid4().hex[:8]}"
+    stack.query(f"CREATE ROLE {role} LOGIN;"
+                f"GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO {role};"
+                f"GRANT SELECT ON login_etl_ledger_packed TO {role};"
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    try:
+        yield stack.database_url.replace("postgres@", f"{role}@")
+    finally:
+        stack.query(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
@@ -54,17 +74,8 @@ def test_dlq_gauge_shows_three_rejects_within_30_s_without_the_page(
 def test_failed_ledger_maintenance_is_counted(stack: Stack, tmp_path: Path) -> None:
     """A role without CREATE cannot make the days ahead: housekeeping's maintenance fails,
     and /metrics says so (before, one log line was all)."""
-    stack.cli("init-db")
-    today = ledger.today()
-    stack.query(f"DROP TABLE {ledger.partition_name(today + ledger.AHEAD_DAYS)}")
-    role = f"etl_nomaint_{uuid.uuid4().hex[:8]}"
-    stack.query(f"CREATE ROLE {role} LOGIN;"
-                f"GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO {role};"
-                f"GRANT SELECT ON login_etl_ledger_packed TO {role};"
-                "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     port = free_port()
-    try:
-        url = stack.database_url.replace("postgres@", f"{role}@")
+    with role_that_cannot_maintain(stack) as url:
         worker = stack.start(env=stack.env(LOGIN_ETL_DATABASE_URL=url,
                                            LOGIN_ETL_HTTP_PORT=str(port)),
                              log=tmp_path / "worker.log")
@@ -78,5 +89,3 @@ def test_failed_ledger_maintenance_is_counted(stack: Stack, tmp_path: Path) -> N
         assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
         assert any(e.get("event") == "ledger_prune_failed"
                    for e in log_events(tmp_path / "worker.log"))
-    finally:
-        stack.query(f"DROP OWNED BY {role}; DROP ROLE {role}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.stack import ROOT, Stack, end, free_port, unique_bodies, wait_until
+from tests.integration.test_alert_signals import role_that_cannot_maintain
 from tests.integration.test_prometheus_scrape import Prometheus, prometheus_starter
 
 pytestmark = pytest.mark.integration
@@ -201,20 +201,10 @@ def test_failed_ledger_maintenance_fires_and_resolves(
     """A role without CREATE and a day ahead missing: the first maintenance (a second after
     start, before any scrape) fails; a replica started as a role that may create the day
     succeeds, and the alert resolves."""
-    from login_etl import ledger
-
-    stack.cli("init-db")
-    stack.query(f"DROP TABLE {ledger.partition_name(ledger.today() + ledger.AHEAD_DAYS)}")
-    role = f"etl_nomaint_{uuid.uuid4().hex[:8]}"
-    stack.query(f"CREATE ROLE {role} LOGIN;"
-                f"GRANT SELECT, INSERT, DELETE ON user_logins, login_etl_ledger TO {role};"
-                f"GRANT SELECT ON login_etl_ledger_packed TO {role};"
-                "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     port = free_port()
-    try:
+    with role_that_cannot_maintain(stack) as url:
         workers = [start_worker(stack, port, tmp_path / "worker-1.log",
-                                LOGIN_ETL_DATABASE_URL=stack.database_url.replace(
-                                    "postgres@", f"{role}@"))]
+                                LOGIN_ETL_DATABASE_URL=url)]
 
         def fixed() -> None:
             end(workers[0], 30)
@@ -227,8 +217,6 @@ def test_failed_ledger_maintenance_fires_and_resolves(
         finally:
             for worker in workers:
                 end(worker, 30)
-    finally:
-        stack.query(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_forged_marks_fire_unverified_marks_and_resolve(
