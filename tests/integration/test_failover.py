@@ -24,14 +24,17 @@ from tests.integration.stack import (
     unique_bodies,
     wait_until,
 )
-from tests.integration.test_faults import FAST, assert_exactly_once, stop
+from tests.integration.test_faults import (
+    FAST,
+    RECOVERY_SECONDS,
+    RECOVERY_TOLERANCE,
+    assert_exactly_once,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 MESSAGES = 5000
 READ_ONLY_SECONDS = 15
-# After the database is writable again the worker commits within this bound.
-RECOVERY_SECONDS = 2.0
-RECOVERY_TOLERANCE = 0.3
 
 
 def set_read_only(database: str, on: bool, *, cut: bool) -> int:

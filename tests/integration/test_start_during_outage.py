@@ -20,13 +20,17 @@ from tests.integration.stack import (
     unique_bodies,
     wait_until,
 )
-from tests.integration.test_faults import FAST, assert_exactly_once, stop
+from tests.integration.test_faults import (
+    FAST,
+    RECOVERY_SECONDS,
+    RECOVERY_TOLERANCE,
+    assert_exactly_once,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 MESSAGES = 300
 OUTAGE_SECONDS = 12
-RECOVERY_SECONDS = 2.0
-RECOVERY_TOLERANCE = 0.3
 
 
 def answer(port: int, path: str) -> int:
