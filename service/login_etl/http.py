@@ -14,8 +14,8 @@ always gets a slot (a waiting connection nearest its deadline is closed for it, 
 holding its slot longest), a request head must arrive within READ_TIMEOUT_SECONDS of the
 connection opening or of the previous answer (so idle and trickling connections are closed),
 and an answer the client does not take within WRITE_TIMEOUT_SECONDS is dropped with its
-connection. A head over MAX_HEAD_BYTES, a malformed header line, and repeated or conflicting
-framing headers (Content-Length, Transfer-Encoding) are answered with an error and a close.
+connection. A request head that cannot be framed for sure (httphead.py: too large, a malformed
+header line, repeated or conflicting framing headers) is answered with an error and a close.
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from login_etl import logs, metrics
+from login_etl import httphead, logs, metrics
 from login_etl.health import Health
 
 if TYPE_CHECKING:
@@ -44,14 +42,11 @@ if TYPE_CHECKING:
 log = logs.get("login_etl.http")
 STALL_SECONDS = 60.0
 MAX_CONNECTIONS = 256
-MAX_HEAD_BYTES = 16_384
 READ_TIMEOUT_SECONDS = 10.0
 WRITE_TIMEOUT_SECONDS = 10.0
 PAGE_THREADS = 2
 REQUESTS_PER_TURN = 4
 METRICS_MAX_AGE_SECONDS = 0.2
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_FRAMING = ("content-length", "transfer-encoding")
 # Answered on the selector thread: they read the worker's memory only, never a dependency.
 INLINE = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -94,34 +89,12 @@ def routes(health: Health, status: StatusPage | None = None) -> dict[str, Route]
     return table
 
 
-def _answer(status: int, content_type: str, body: bytes, *, head: bool, keep_alive: bool,
-            extra: dict[str, str] | None = None) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    lines = [f"HTTP/1.1 {status} {phrase}",
-             "Server: login-etl",
-             f"Date: {formatdate(usegmt=True)}",
-             f"Content-Type: {content_type}",
-             f"Content-Length: {len(body)}",
-             "Cache-Control: no-store",
-             "X-Content-Type-Options: nosniff",
-             f"Connection: {'keep-alive' if keep_alive else 'close'}"]
-    lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
-
-
 def _run_route(route: Route) -> tuple[int, str, bytes]:
     try:
         return route()
     except Exception as exc:
         # A failing page must answer, not drop the connection.
         return _json(500, {"error": type(exc).__name__})
-
-
-def _is_token(name: str) -> bool:
-    return bool(name) and name.isascii() and not name.encode("ascii").translate(None, _TOKEN)
 
 
 class _Conn:
@@ -291,38 +264,18 @@ class Server:
     def _request(self, conn: _Conn) -> bool:
         """Take the first request off the buffer and answer it (or hand it to a page thread);
         False when no whole request head is there yet."""
-        # Searched within the head limit only: the limit holds however much is buffered.
-        inbuf = conn.inbuf
-        end = inbuf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
-        size = 4
-        bare = inbuf.find(b"\n\n", 0, MAX_HEAD_BYTES + 2)
-        if bare >= 0 and (end < 0 or bare < end):
-            end, size = bare, 2
-        if end < 0 or end + size > MAX_HEAD_BYTES:
-            if end < 0 and len(inbuf) <= MAX_HEAD_BYTES:
-                return False
-            self._reply(conn, *_json(431, {"error": "request head too large"}), head=False,
+        request = httphead.take(conn.inbuf)
+        if request is None:
+            return False
+        if isinstance(request, httphead.Refused):
+            self._reply(conn, *_json(request.status, {"error": request.error}), head=False,
                         keep_alive=False)
             return True
-        head = bytes(inbuf[:end]).decode("latin-1")
-        del inbuf[:end + size]
-        request_line, *header_lines = head.lstrip("\r\n").split("\n")
-        parts = request_line.strip().split(" ")
-        fields = _fields(header_lines)
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or fields is None:
-            self._reply(conn, *_json(400, {"error": "bad request"}), head=False, keep_alive=False)
-            return True
-        method, target, version = parts
-        tokens = {t.strip() for t in fields.get("connection", "").split(",")}
-        keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
-        if fields.get("content-length", "0") != "0" or "transfer-encoding" in fields:
-            # A request body is never read: answering and closing keeps the framing honest.
-            keep_alive = False
+        method, path, keep_alive = request.method, request.path, request.keep_alive
         if method not in ("GET", "HEAD"):
             self._reply(conn, *_json(405, {"error": "method not allowed"}), head=False,
                         keep_alive=keep_alive, extra={"Allow": "GET, HEAD"})
             return True
-        path = target.split("?", 1)[0]
         route = self.table.get(path)
         if route is None:
             self._reply(conn, *_json(404, {"error": "not found"}), head=method == "HEAD",
@@ -337,8 +290,8 @@ class Server:
 
     def _reply(self, conn: _Conn, status: int, content_type: str, body: bytes, *, head: bool,
                keep_alive: bool, extra: dict[str, str] | None = None) -> None:
-        conn.outbuf += _answer(status, content_type, body, head=head, keep_alive=keep_alive,
-                               extra=extra)
+        conn.outbuf += httphead.answer(status, content_type, body, head=head,
+                                       keep_alive=keep_alive, extra=extra)
         conn.close_after = not keep_alive
         conn.deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
 
@@ -388,8 +341,8 @@ class Server:
             # closed meanwhile (evicted for a new connection, or the server stopping)
             status, content_type, body = ((0, "", b"") if conn.closed
                                           else _run_route(route))
-            self._done.append((conn, _answer(status, content_type, body, head=head,
-                                             keep_alive=keep_alive), keep_alive))
+            self._done.append((conn, httphead.answer(status, content_type, body, head=head,
+                                                     keep_alive=keep_alive), keep_alive))
             self._wake()
 
     def _wake(self) -> None:
@@ -410,26 +363,6 @@ class Server:
             conn.deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
             self._flush(conn)
             self._serve(conn)
-
-
-def _fields(lines: list[str]) -> dict[str, str] | None:
-    """Header fields, names lowercased, values stripped and lowercased; None for a head that
-    cannot be framed for sure: a line that is not `token: value` (a space before the colon,
-    obsolete folding), a framing header repeated or both at once, a Content-Length that is
-    not plain digits. A proxy in front could read such a head otherwise and hide a request
-    in another one's body."""
-    fields: dict[str, str] = {}
-    for line in lines:
-        name, sep, value = line.rstrip("\r").partition(":")
-        key = name.lower()
-        if not sep or not _is_token(name) or (key in _FRAMING and key in fields):
-            return None
-        fields[key] = value.strip().lower()
-    length = fields.get("content-length")
-    if length is not None and ("transfer-encoding" in fields or not (
-            0 < len(length) <= 10 and length.isascii() and length.isdigit())):
-        return None
-    return fields
 
 
 def serve(port: int, table: dict[str, Route], host: str = "0.0.0.0") -> Server:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from login_etl import http as port
+from login_etl import httphead
 from login_etl.health import Health
 
 
@@ -135,7 +136,7 @@ def test_refusals(server: port.Server) -> None:
     assert status == 500 and b"RuntimeError" in body and b"boom" not in body
     assert get(server, "/odd") == (299, b"odd")
     sock = socket.create_connection(server.server_address, timeout=5)
-    sock.sendall(b"GET /" + b"a" * (port.MAX_HEAD_BYTES + 10))
+    sock.sendall(b"GET /" + b"a" * (httphead.MAX_HEAD_BYTES + 10))
     assert sock.recv(4096).startswith(b"HTTP/1.1 431 ")
     sock.close()
     sock = socket.create_connection(server.server_address, timeout=5)
@@ -264,7 +265,7 @@ def test_the_head_limit_holds_when_the_whole_head_is_buffered(server: port.Serve
                       + b"\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 431 ")
     # just under the limit is still answered
-    filler = port.MAX_HEAD_BYTES - 200
+    filler = httphead.MAX_HEAD_BYTES - 200
     data = raw_answer(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\nX-Big: "
                       + b"a" * filler + b"\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 ")
