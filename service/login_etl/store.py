@@ -225,6 +225,11 @@ class Store:
                 except BaseException:
                     _rollback(conn)
                     raise
+                # COMMIT of a transaction an error aborted answers ROLLBACK, not an error:
+                # taken for a commit, its messages would be deleted with no row behind them.
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+                    raise psycopg.errors.InFailedSqlTransaction(
+                        "the transaction was aborted by an error that was not raised")
                 conn.commit()
             except psycopg.Error as exc:
                 _rollback(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 
 from login_etl import ledger
-from login_etl.store import Store
+from login_etl.store import Store, StoreError, Transaction
 from tests.integration.stack import create_database, drop_database
 
 
@@ -174,6 +175,22 @@ def test_a_failed_transaction_is_rolled_back_and_its_bounds_end_with_it(store: S
         conn.rollback()
     with store.transaction() as tx:
         assert tx.claim([("a", "stored")]) == {"a"}
+
+
+def test_an_error_swallowed_inside_the_transaction_is_never_taken_for_a_commit(
+        store: Store) -> None:
+    """COMMIT of an aborted transaction answers ROLLBACK without an error: the store must see
+    it, or the batch's messages would be deleted with no row behind them."""
+    def work(tx: Transaction) -> None:
+        assert tx.claim([("a", "stored")]) == {"a"}
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            tx.conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(StoreError):
+        store.write(work)
+    with store.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM login_etl_ledger").fetchone() == (0,)
+        conn.rollback()
 
 
 def test_a_known_id_undoes_the_claim_alone_after_other_work(store: Store) -> None:
