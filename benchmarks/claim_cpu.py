@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ledger import backend_cpu, events, fresh_database
+from ledger import backend_cpu, events, fresh_database, store_backend_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,9 +38,7 @@ def child(transactions: int, batch: int) -> dict[str, float]:
         store = Store(url, pool_size=1)
         store.open()
         try:
-            with store.connection() as conn:
-                pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-                conn.rollback()
+            pid = store_backend_pid(store)
 
             def settle(chunk: list) -> None:  # type: ignore[type-arg]
                 def work(tx):  # type: ignore[no-untyped-def]

@@ -91,6 +91,14 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def store_backend_pid(store: Any) -> int:
+    """The backend of a one-connection Store's pool, whose CPU the benchmark reads."""
+    with store.connection() as conn:
+        pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        conn.rollback()
+    return pid
+
+
 def events(n: int) -> list[Any]:
     """n parsed, masked events with SQS-style ids, made before any timing."""
     from login_etl.masking import Masker
@@ -112,9 +120,7 @@ def write_new(url: str, parsed: list[Any]) -> tuple[float, float]:
     store = Store(url, pool_size=1)
     store.open()
     try:
-        with store.connection() as conn:
-            pid = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-            conn.rollback()
+        pid = store_backend_pid(store)
         cpu0, started = backend_cpu(pid), time.perf_counter()
         for start in range(0, len(parsed), BATCH):
             batch = parsed[start:start + BATCH]
