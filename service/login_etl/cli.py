@@ -14,14 +14,12 @@ from typing import Any
 import click
 
 from login_etl import __version__, ledger, logs
-from login_etl.invocation import EXIT_REFUSED, EXIT_UNAVAILABLE, Context, fail
+from login_etl.invocation import EXIT_REFUSED, EXIT_UNAVAILABLE, Context, fail, pass_context
 from login_etl.masking import Masker, UnmaskError
 from login_etl.pgerrors import StoreError
 from login_etl.queue import QueueError
 from login_etl.queuecommands import dlq, load
 from login_etl.settings import ConfigError
-
-pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

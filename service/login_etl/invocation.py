@@ -142,3 +142,7 @@ class Context:
         if isinstance(exc, QueueGone):
             fail(f"queue does not exist: {queue.url}")
         fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
+
+
+# Hands each command the invocation's Context (made once by the group).
+pass_context = click.make_pass_decorator(Context)

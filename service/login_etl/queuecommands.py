@@ -20,11 +20,9 @@ from pathlib import Path
 import click
 
 from login_etl.fifo import group_of_event, valid_id
-from login_etl.invocation import EXIT_UNAVAILABLE, Context, fail
+from login_etl.invocation import EXIT_UNAVAILABLE, Context, fail, pass_context
 from login_etl.queue import QueueError
 from login_etl.redrive import redrive
-
-pass_context = click.make_pass_decorator(Context)
 
 
 def read_events(path: Path | None) -> Iterator[str]:
