@@ -17,7 +17,7 @@ from login_etl import logs
 from login_etl.fifo import is_fifo
 from login_etl.masking import Masker
 from login_etl.pgerrors import StoreError
-from login_etl.queue import Queue, QueueError, QueueGone, SqsApi
+from login_etl.queue import AccessDenied, Queue, QueueError, QueueGone, SqsApi
 from login_etl.settings import ConfigError, Settings
 from login_etl.sqs.choose import make_client
 from login_etl.store import Bounds, Store
@@ -141,6 +141,11 @@ class Context:
         """One line and an exit for a queue that failed its check."""
         if isinstance(exc, QueueGone):
             fail(f"queue does not exist: {queue.url}")
+        if isinstance(exc, AccessDenied):
+            # Reachable, but no wait heals it: the credentials or the policy must change
+            # (exit 1, as for a wrong database password).
+            fail(f"access denied to queue {queue.url} ({exc.code}): check the credentials "
+                 "and that their policy allows this queue's SQS actions", EXIT_REFUSED)
         fail(f"cannot reach SQS at {queue.url}: {exc}", EXIT_UNAVAILABLE)
 
 

@@ -40,7 +40,10 @@ def client_error(code: str, status: int) -> ClientError:
     (client_error("BatchRequestTooLong", 400), ContentRefused, False, "BatchRequestTooLong"),
     (client_error("", 413), ContentRefused, False, ""),
     (client_error("ServiceUnavailable", 503), QueueError, True, "ServiceUnavailable"),
-    (client_error("InvalidClientTokenId", 403), QueueError, False, "InvalidClientTokenId"),
+    (client_error("InvalidClientTokenId", 403), AccessDenied, False, "InvalidClientTokenId"),
+    (client_error("UnrecognizedClientException", 400), AccessDenied, False,
+     "UnrecognizedClientException"),
+    (client_error("SignatureDoesNotMatch", 403), AccessDenied, False, "SignatureDoesNotMatch"),
     (EndpointConnectionError(endpoint_url="http://secret-host"), QueueError, True, ""),
     (ValueError("192.0.2.1"), QueueError, False, ""),
 ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
@@ -89,21 +92,35 @@ def test_what_was_delivered_is_a_new_error_of_the_same_kind() -> None:
     assert "delivered" not in vars(QueueError)
 
 
-class GoneClient:
+class RefusingClient:
+    def __init__(self, code: str, status: int) -> None:
+        self.code, self.status = code, status
+
     def get_queue_attributes(self, **_: Any) -> Any:
-        raise client_error("AWS.SimpleQueueService.NonExistentQueue", 400)
+        raise client_error(self.code, self.status)
 
 
-def test_a_queue_that_is_gone_reaches_the_command_as_queue_gone(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    queue = Queue(GoneClient(), "http://127.0.0.1:1/000000000000/q")  # type: ignore[arg-type]
-    with pytest.raises(QueueGone) as caught:
+@pytest.mark.parametrize(("code", "status", "kind", "said", "exit_code"), [
+    ("AWS.SimpleQueueService.NonExistentQueue", 400, QueueGone,
+     "queue does not exist: http://127.0.0.1:1/000000000000/q", 2),
+    ("AccessDenied", 403, AccessDenied,
+     "access denied to queue http://127.0.0.1:1/000000000000/q (AccessDenied)", 1),
+    ("InvalidClientTokenId", 403, AccessDenied,
+     "access denied to queue http://127.0.0.1:1/000000000000/q (InvalidClientTokenId)", 1),
+])
+def test_a_queue_check_no_wait_heals_is_one_line_naming_why(
+        capsys: pytest.CaptureFixture[str], code: str, status: int, kind: type[QueueError],
+        said: str, exit_code: int) -> None:
+    queue = Queue(RefusingClient(code, status),  # type: ignore[arg-type]
+                  "http://127.0.0.1:1/000000000000/q")
+    with pytest.raises(kind) as caught:
         queue.depth()
     assert caught.value.retryable is False
     with pytest.raises(SystemExit) as ended:
         Context({}).refuse_queue(queue, caught.value)
-    assert ended.value.code == 2
-    assert "queue does not exist: http://127.0.0.1:1/000000000000/q" in capsys.readouterr().err
+    assert ended.value.code == exit_code
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1
 
 
 def _imports(path: Path) -> set[str]:

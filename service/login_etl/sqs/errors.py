@@ -37,7 +37,9 @@ _RETRYABLE_CODES = frozenset({
 CONTENT_REFUSALS = ("BatchRequestTooLong", "MessageTooLong", "RequestEntityTooLarge",
                     "InvalidMessageContents", "InvalidParameterValue")
 _GONE = ("NonExistentQueue", "QueueDoesNotExist")
-_DENIED = ("AccessDenied",)
+# Denied access (AccessDenied, AccessDeniedException) and credentials SQS does not accept.
+_DENIED = ("AccessDenied", "InvalidClientTokenId", "UnrecognizedClient", "SignatureDoesNotMatch",
+           "InvalidSecurity")
 
 
 class QueueError(RuntimeError):
@@ -69,7 +71,8 @@ class QueueGone(QueueError):
 
 
 class AccessDenied(QueueError):
-    """The credentials may not use this queue."""
+    """The credentials may not use this queue, or SQS does not accept them: a command says so
+    and exits 2."""
 
 
 class ContentRefused(QueueError):
