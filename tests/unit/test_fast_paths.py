@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
+import math
 import string
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from login_etl import masking
 from login_etl.masking import Masker, VersionError, _b64, encode_version, normalise_ip, parse_ip
 from login_etl.settings import MaskingKey
+from login_etl.sqs import client as sqs_client
 
 
 def reference_version(text: str) -> int | str:
@@ -91,3 +95,51 @@ def test_b64_is_unpadded_urlsafe_base64(data: bytes) -> None:
     import base64
 
     assert _b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# What SQS requests and answers can hold: strings (lone surrogates included), 64-bit integers,
+# booleans, floats, nulls, lists and objects (keys that are not strings, on the request side).
+scalars = st.one_of(st.text(), st.integers(-(2**63), 2**63 - 1), st.booleans(), st.none(),
+                    st.floats(allow_nan=False, allow_infinity=False))
+documents = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20)
+
+
+def same(a: Any, b: Any) -> bool:
+    # json's own reading of both sides, NaN-free: == compares them, with -0.0 == 0.0 told apart.
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@given(st.dictionaries(st.one_of(st.text(max_size=8), st.integers(0, 9)), documents, max_size=5))
+def test_a_request_body_reads_back_as_jsons_would(params: dict[Any, Any]) -> None:
+    body = sqs_client._dumps(params)
+    reference = json.dumps(params, separators=(",", ":")).encode()
+    assert same(json.loads(body), json.loads(reference))
+
+
+@given(documents)
+def test_an_answer_reads_as_json_reads_it(document: Any) -> None:
+    for text in (json.dumps(document), json.dumps(document, ensure_ascii=False)):
+        data = text.encode("utf-8", "surrogatepass")
+        try:
+            expected = json.loads(data)
+        except ValueError:
+            # a lone surrogate written raw is not UTF-8: json refuses it, and so must _loads
+            with pytest.raises(ValueError):
+                sqs_client._loads(data)
+            continue
+        assert same(sqs_client._loads(data), expected)
+
+
+@pytest.mark.parametrize("data", [b"NaN", b'{"a": Infinity}', b'"\\ud800"', b"[" * 300 + b"]" * 300,
+                                  b'{"a":1,"a":2}', b"{} x", b""])
+def test_what_orjson_refuses_or_reads_apart_is_jsons_call(data: bytes) -> None:
+    try:
+        expected: Any = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        with pytest.raises(type(exc)):
+            sqs_client._loads(data)
+        return
+    got = sqs_client._loads(data)
+    assert same(got, expected) or (isinstance(got, float) and math.isnan(got))
