@@ -195,7 +195,7 @@ def parse(message: Received, masker: Masker, envelopes: bool = True) -> LoginEve
         return Rejection(message.message_id, "internal_error")
 
 
-def _parse(message: Received, masker: Masker, envelopes: bool = True) -> LoginEvent:
+def _parse(message: Received, masker: Masker, envelopes: bool) -> LoginEvent:
     obj = load_json(message.body)
     if not isinstance(obj, dict):
         raise _Bad("not_object")

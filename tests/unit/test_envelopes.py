@@ -91,6 +91,12 @@ def test_forged_envelopes_add_no_trust() -> None:
     assert outcome(sns("[" * 100_000)) == Rejection("m-1", "invalid_json")
 
 
+def test_parse_unwraps_envelopes_unless_told_not_to() -> None:
+    # LOGIN_ETL_ENVELOPES=auto is the default, and parse's own default says the same.
+    message = Received("m-1", "rh-1", json.dumps(sns(GOOD)), SENT_MS)
+    assert parse(message, MASKER) == outcome(GOOD)
+
+
 def test_envelopes_none_takes_every_body_as_the_event() -> None:
     assert outcome(sns(GOOD), envelopes=False) == Rejection("m-1", "missing_field:user_id")
     assert outcome(eventbridge(GOOD), envelopes=False) == Rejection("m-1", "missing_field:user_id")

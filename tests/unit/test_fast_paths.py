@@ -64,8 +64,30 @@ def test_the_formatter_alone_matches_ipaddress(text: str) -> None:
         assert normalise_ip(text) == parse_ip(text)
 
 
+@pytest.mark.parametrize("spelling", [
+    "1:0:0:1:0:0:1:1", "1:0:1:0:0:1:1:1", "1:0:0:1:1:1:1:1", "1:0:1:1:1:1:1:1",
+    "1:0:1:0:0:0:1:1", "1:1:1:1:1:1:0:0", "0:0:1:1:1:1:1:1", "0:0:0:0:0:0:0:0",
+    "ffff:0:0:1:0:0:0:0", "1:2:3:4:5:6:7:8", "::1.2.3.4"])
+def test_the_formatter_spells_as_ipaddress(spelling: str) -> None:
+    # Equal zero runs (the first is "::"), runs of one and two, all zeros, none.
+    address = ipaddress.IPv6Address(spelling)
+    assert masking._compressed(address.packed) == str(address)
+
+
 def test_this_platforms_inet_ntop_agrees_with_ipaddress() -> None:
-    assert masking._NTOP_AGREES
+    assert masking._ntop_agrees() and masking._NTOP_AGREES
+
+
+def test_an_inet_ntop_that_spells_otherwise_or_fails_is_not_trusted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = masking.socket.inet_ntop
+    monkeypatch.setattr(masking.socket, "inet_ntop", lambda family, packed: real(family, packed).upper())
+    assert not masking._ntop_agrees()
+
+    def refuses(family: int, packed: bytes) -> str:
+        raise OSError("no IPv6 here")
+    monkeypatch.setattr(masking.socket, "inet_ntop", refuses)
+    assert not masking._ntop_agrees()
 
 
 digits = st.text(alphabet="0123456789", min_size=0, max_size=5)
