@@ -51,15 +51,24 @@ class _SocketReader(socket.SocketIO):
     def __init__(self, sock: socket.socket, mode: Literal["rb"]) -> None:
         super().__init__(sock, mode)
         self.sock = sock
+        # What the socket's timeout was last set to: setting it is a system call (ioctl) each
+        # time, and on a kept connection it is read_timeout call after call.
+        self.timeout = sock.gettimeout()
+
+    def bound(self, remaining: float) -> None:
+        """The socket's timeout: read_timeout, or less once the deadline is nearer."""
+        if remaining <= 0:
+            raise TimeoutError("the call's deadline passed")
+        limit = self.read_timeout
+        timeout = remaining if limit is None or remaining < limit else limit
+        if timeout != self.timeout:
+            self.sock.settimeout(timeout)
+            self.timeout = timeout
 
     def readinto(self, b: Any) -> int | None:
         if self.probing:
             return None
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the call's deadline passed")
-        timeout = self.read_timeout
-        self.sock.settimeout(remaining if timeout is None or remaining < timeout else timeout)
+        self.bound(self.deadline - time.monotonic())
         return super().readinto(b)
 
 
@@ -79,11 +88,8 @@ class Connection:
     def start(self, deadline: float) -> None:
         """A new call: its request is sent and its answer read by `deadline` (monotonic)."""
         self._raw.deadline = deadline
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the call's deadline passed")
-        # sendall's timeout bounds the whole send
-        self.sock.settimeout(remaining)
+        # sendall's timeout bounds the whole send: by read_timeout, and by the deadline
+        self._raw.bound(deadline - time.monotonic())
 
     def drained(self) -> bool:
         """Nothing is left unread in the reader's buffer or in OpenSSL's.
