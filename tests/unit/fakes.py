@@ -120,8 +120,9 @@ class RecordingTransaction:
         self.claimed: list[str] = []
         self.rows: list[LoginEvent] = []
 
-    def claim(self, claims: Sequence[tuple[str, str, int]]) -> set[str]:
+    def claim(self, claims: Sequence[tuple[str, str, int, bool]]) -> set[str]:
         self.store.calls.append(("claim", [c[0] for c in claims]))
+        self.store.claims += claims
         self.store.outcomes.update((c[0], c[1]) for c in claims)
         if any(c[0] in self.store.refuse_claim for c in claims):
             raise pg.StringDataRightTruncation("value too long for the ledger")
@@ -157,6 +158,8 @@ class RecordingStore:
         self.ledger: set[str] = set()
         # the outcome each id was claimed with, as the ledger would keep it
         self.outcomes: dict[str, str] = {}
+        # every claim as the pipeline made it: (id, outcome, day, redriven)
+        self.claims: list[tuple[str, str, int, bool]] = []
         self.rows: list[LoginEvent] = []
         self.refuse: dict[str, BaseException] = {}
         self.refuse_claim: set[str] = set()

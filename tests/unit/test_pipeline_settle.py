@@ -7,6 +7,7 @@ keep a committed ledger; tests/integration/test_pipeline.py runs the same agains
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from datetime import date
@@ -290,6 +291,27 @@ def test_counts_reach_the_metrics(pipeline: Pipeline) -> None:
     pipeline.settle([good("a"), good("b"), bad("c", "too_long:locale"), good("a")])
     after = {o: count("MESSAGES", o) for o in ("stored", "duplicate", "rejected")}
     assert {o: after[o] - before[o] for o in after} == {"stored": 2, "duplicate": 1, "rejected": 1}
+
+
+def test_freshness_is_the_age_at_commit_in_seconds(pipeline: Pipeline) -> None:
+    def sample(suffix: str) -> float:
+        return metrics.REGISTRY.get_sample_value(f"login_etl_freshness_seconds_{suffix}") or 0.0
+
+    sum_before, count_before = sample("sum"), sample("count")
+    received, event = good("fresh")
+    sent = int(time.time() * 1000) - 5_000
+    pipeline.settle([(dataclasses.replace(received, sent_timestamp_ms=sent), event)])
+    assert sample("count") - count_before == 1
+    assert 5.0 <= sample("sum") - sum_before < 7.0
+
+
+def test_a_redriven_copy_is_claimed_as_redriven_on_its_origin_day(
+        pipeline: Pipeline, store: RecordingStore) -> None:
+    received, event = good("again")
+    redriven = dataclasses.replace(received, redrive_day=19_000)
+    pipeline.settle([good("first"), (redriven, event)])
+    assert [(c[0], c[2], c[3]) for c in store.claims] == [
+        ("first", good("first")[0].day, False), ("again", 19_000, True)]
 
 
 def test_outcomes_merge() -> None:
