@@ -200,6 +200,13 @@ def test_describe_names_the_class_and_code_never_the_message(describe: Any, exc:
     assert describe(exc) == text
 
 
+def test_describe_cuts_a_servers_sqlstate_to_16_characters() -> None:
+    # A SQLSTATE is 5 characters; anything longer came from a server that is not PostgreSQL.
+    exc = pg.UniqueViolation("x")
+    exc.sqlstate = "23505" + "9" * 40  # type: ignore[misc]
+    assert pg_describe(exc) == "UniqueViolation:235059999999999…"
+
+
 # -- the policies ---------------------------------------------------------------------------------
 
 

@@ -129,6 +129,34 @@ def test_what_the_worker_says(code: str, text: str) -> None:
 def test_only_a_read_only_session_is_dropped() -> None:
     dropped = [c.sqlstate for c in psycopg_classes() if pgerrors.drops_session(c())]
     assert dropped == ["25006"]
+    # what is not psycopg's (a pool timeout, a lost socket) carries no SQLSTATE at all
+    assert not pgerrors.drops_session(OSError("connection reset"))
+
+
+class _CheckViolation(Exception):
+    """A 23514 as another layer may hand it on: a SQLSTATE, and a diag or none."""
+
+    sqlstate = "23514"
+
+    def __init__(self, diag: object = None) -> None:
+        super().__init__("new row violates check constraint")
+        if diag is not None:
+            self.diag = diag
+
+
+class _Fields:
+    def __init__(self, **fields: str) -> None:
+        self.__dict__.update(fields)
+
+
+@pytest.mark.parametrize(("exc", "what"), [
+    (_CheckViolation(), ROW),
+    (_CheckViolation(_Fields()), ROW),
+    (_CheckViolation(_Fields(table_name="login_etl_ledger_p20240101")), WAIT),
+], ids=["no-diag", "diag-without-table", "ledger"])
+def test_a_check_violation_without_diagnostics_is_the_rows(exc: BaseException,
+                                                           what: str) -> None:
+    assert verdict(exc) == what
 
 
 class _Info:
