@@ -37,7 +37,7 @@ BUILD = ROOT / "build" / "mutate-constants"
 TESTS = {
     "messages": ["test_copy_line.py", "test_message_edges.py", "test_messages.py",
                  "test_known_answers.py", "test_fast_paths.py", "test_masking.py",
-                 "test_json_fast_path.py"],
+                 "test_json_fast_path.py", "test_envelopes.py"],
     "masking": ["test_known_answers.py", "test_fast_path_shapes.py", "test_masking_refusals.py",
                 "test_masking.py", "test_seal.py", "test_versions.py", "test_fast_paths.py",
                 "test_messages.py", "test_copy_line.py"],
@@ -46,7 +46,7 @@ TESTS = {
                  "test_known_answers.py"],
     "pipeline": ["test_pipeline_settle.py", "test_worker_bookkeeping.py"],
     "pgerrors": ["test_store_errors.py", "test_connect_errors.py", "test_pipeline_settle.py",
-                 "test_sqlstates.py"],
+                 "test_sqlstates.py", "test_retry_decisions.py"],
     "sqs.errors": ["test_sqs_errors.py", "test_retry_decisions.py", "test_retrying.py",
                    "test_sqs_client.py", "test_untrusted_input.py"],
 }

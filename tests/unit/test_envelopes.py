@@ -68,6 +68,9 @@ def test_a_bad_inner_event_keeps_its_own_reason(wrap: Any) -> None:
     (eventbridge(None), "invalid_envelope"),
     (eventbridge(GOOD, source=["app"]), "invalid_envelope"),
     ({k: v for k, v in eventbridge(GOOD).items() if k != "id"}, "invalid_envelope"),
+    ({k: v for k, v in eventbridge(GOOD).items() if k != "version"}, "invalid_envelope"),
+    ({k: v for k, v in eventbridge(GOOD).items() if k != "time"}, "invalid_envelope"),
+    (eventbridge(GOOD, **{"detail-type": 5}), "invalid_envelope"),
 ])
 def test_a_malformed_envelope_is_invalid_envelope(body: Any, reason: str) -> None:
     assert outcome(body) == Rejection("m-1", reason)
