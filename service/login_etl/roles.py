@@ -219,19 +219,18 @@ class Batcher(Role):
 
     def turn(self) -> None:
         self.health.tick(self.name)
-        try:
-            got = self.inbox.get(timeout=self.window.timeout(time.monotonic()))
-        except stdqueue.Empty:
-            got = None
-        if got is STOP:
-            if self.window.items:
-                self._submit(self.window.cut())
-            self.ended = True
-            return
-        if got:
-            self.window.add(got, time.monotonic())
-        if self.window.ready(time.monotonic()):
-            self._submit(self.window.cut())
+        window = self.window
+        # Woken for the first list of a window, for enough to fill it, or by its end.
+        wanted = window.size - len(window.items) if window.items else 1
+        for got in self.inbox.take(wanted, window.timeout(time.monotonic())):
+            if got is STOP:
+                if window.items:
+                    self._submit(window.cut())
+                self.ended = True
+                return
+            window.add(got, time.monotonic())
+        if window.ready(time.monotonic()):
+            self._submit(window.cut())
 
     def _submit(self, batch: list[Item]) -> None:
         self.holding = [m for m, _ in batch]
