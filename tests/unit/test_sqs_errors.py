@@ -44,6 +44,7 @@ def client_error(code: str, status: int) -> ClientError:
     (client_error("UnrecognizedClientException", 400), AccessDenied, False,
      "UnrecognizedClientException"),
     (client_error("SignatureDoesNotMatch", 403), AccessDenied, False, "SignatureDoesNotMatch"),
+    (client_error("InvalidSecurity", 403), AccessDenied, False, "InvalidSecurity"),
     (EndpointConnectionError(endpoint_url="http://secret-host"), QueueError, True, ""),
     (ValueError("192.0.2.1"), QueueError, False, ""),
 ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
