@@ -23,6 +23,7 @@ services:
 	bash scripts/postgres.sh
 	bash scripts/localstack.sh
 	bash scripts/pgbouncer.sh
+	bash scripts/faketime.sh
 	bash scripts/chromium.sh
 
 lint: venv
