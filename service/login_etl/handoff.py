@@ -71,10 +71,7 @@ class Inbox:
             self._due.wait_for(self._ready, timeout)
             taken: list[Entry] = []
             while self._entries and taken[-1:] != [STOP]:
-                entry = self._entries.popleft()
-                if entry is not STOP:
-                    self._messages -= len(entry)
-                taken.append(entry)
+                taken.append(self._pop())
             if taken:
                 self._not_full.notify_all()
             return taken
@@ -83,15 +80,20 @@ class Inbox:
         with self._not_full:
             if not self._entries:
                 raise stdqueue.Empty
-            entry = self._entries.popleft()
-            if entry is not STOP:
-                self._messages -= len(entry)
+            entry = self._pop()
             self._not_full.notify()
             return entry
 
     def empty(self) -> bool:
         with self._not_full:
             return not self._entries
+
+    def _pop(self) -> Entry:
+        """The first entry, its messages no longer counted (the lock held)."""
+        entry = self._entries.popleft()
+        if entry is not STOP:
+            self._messages -= len(entry)
+        return entry
 
     def _ready(self) -> bool:
         return (self._stopping or self._messages >= self._wanted

@@ -72,7 +72,7 @@ class QueueGone(QueueError):
 
 class AccessDenied(QueueError):
     """The credentials may not use this queue, or SQS does not accept them: a command says so
-    and exits 2."""
+    and exits 1 (as for a wrong database password)."""
 
 
 class ContentRefused(QueueError):
