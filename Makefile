@@ -22,9 +22,9 @@ $(BIN)/login-etl: pyproject.toml
 services:
 	bash scripts/postgres.sh
 	bash scripts/localstack.sh
-	bash scripts/pgbouncer.sh
-	bash scripts/faketime.sh
-	bash scripts/chromium.sh
+	bash scripts/debian-package.sh pgbouncer pgbouncer
+	bash scripts/debian-package.sh faketime faketime libfaketime
+	bash scripts/debian-package.sh chromium chromium
 
 lint: venv
 	$(BIN)/ruff check service tests benchmarks

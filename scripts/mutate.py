@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "service" / "login_etl"
 BUILD = ROOT / "build" / "mutate"
 EQUIVALENTS = ROOT / "tests" / "mutation" / "equivalents.txt"
-MODULES = ("messages", "masking", "retrying", "settings", "pipeline", "pgerrors", "sqs.errors")
+MODULES = ("messages", "jsonread", "masking", "retrying", "settings", "pipeline", "pgerrors", "sqs.errors")
 
 
 def source_of(module: str) -> str:

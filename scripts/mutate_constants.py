@@ -38,6 +38,7 @@ TESTS = {
     "messages": ["test_copy_line.py", "test_message_edges.py", "test_messages.py",
                  "test_known_answers.py", "test_fast_paths.py", "test_masking.py",
                  "test_json_fast_path.py", "test_envelopes.py"],
+    "jsonread": ["test_json_fast_path.py", "test_fast_paths.py", "test_untrusted_input.py"],
     "masking": ["test_known_answers.py", "test_fast_path_shapes.py", "test_masking_refusals.py",
                 "test_masking.py", "test_seal.py", "test_versions.py", "test_fast_paths.py",
                 "test_messages.py", "test_copy_line.py"],

@@ -8,22 +8,17 @@ never the offending value.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final, NamedTuple
 
-import orjson
-
+from login_etl import jsonread
 from login_etl.masking import Masker, VersionError, encode_version, normalise_ip
 
 # Column limits of the existing user_logins table, in characters as varchar counts them.
 COLUMN_LIMITS: Final = {"user_id": 128, "device_type": 32, "locale": 32}
 DEVICE_ID_MAX: Final = 128
-# Bodies with more open brackets than this are decoded by json alone: json's nesting limit is
-# the recursion limit (~1000), orjson's 1024, so deep bodies would otherwise differ.
-_ORJSON_MAX_OPEN: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,21 +153,9 @@ def _text(obj: dict[str, Any], name: str, limit: int, *, allow_blank: bool = Fal
 
 
 def load_json(body: str) -> Any:
-    """json.loads's outcome, via the much faster orjson where both agree.
-
-    orjson is tried first; whatever it refuses (NaN/Infinity, out-of-range numbers, lone
-    surrogates, any syntax error) goes to json.loads, which decides as before. Where orjson
-    accepts, json gives the same value except that integers beyond 64 bits come back as floats,
-    which no field accepts either way (wrong_type). Deep nesting skips orjson (see
-    _ORJSON_MAX_OPEN).
-    """
+    """json.loads's outcome (jsonread), a body it refuses or nests too deep for it invalid_json."""
     try:
-        if len(body) <= _ORJSON_MAX_OPEN or body.count("[") + body.count("{") <= _ORJSON_MAX_OPEN:
-            try:
-                return orjson.loads(body)
-            except orjson.JSONDecodeError:
-                pass
-        return json.loads(body)
+        return jsonread.loads(body)
     except (ValueError, RecursionError):
         raise _Bad("invalid_json") from None
 

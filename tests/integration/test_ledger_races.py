@@ -54,7 +54,7 @@ def store(database: str) -> Iterator[Store]:
 def _replica(url: str, shift: str, claims: list[tuple[Any, ...]], *, maintain: bool) -> Any:
     """A replica process whose clock is `shift` off (faketime's offset, e.g. "+3d")."""
     if FAKETIME is None:
-        pytest.fail("faketime is not installed (run scripts/faketime.sh)")
+        pytest.fail("faketime is not installed (run scripts/debian-package.sh faketime faketime libfaketime)")
     done = subprocess.run(
         [FAKETIME, "-f", shift, sys.executable, "-c", _REPLICA, url, str(KEEP),
          json.dumps(claims), "yes" if maintain else "no"],

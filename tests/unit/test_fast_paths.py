@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from login_etl import masking
+from login_etl import jsonread, masking
 from login_etl.masking import Masker, VersionError, _b64, encode_version, normalise_ip, parse_ip
 from login_etl.settings import MaskingKey
 from login_etl.sqs import client as sqs_client
@@ -149,9 +149,9 @@ def test_an_answer_reads_as_json_reads_it(document: Any) -> None:
         except ValueError:
             # a lone surrogate written raw is not UTF-8: json refuses it, and so must _loads
             with pytest.raises(ValueError):
-                sqs_client._loads(data)
+                jsonread.loads(data)
             continue
-        assert same(sqs_client._loads(data), expected)
+        assert same(jsonread.loads(data), expected)
 
 
 @pytest.mark.parametrize("data", [b"NaN", b'{"a": Infinity}', b'"\\ud800"', b"[" * 300 + b"]" * 300,
@@ -161,7 +161,7 @@ def test_what_orjson_refuses_or_reads_apart_is_jsons_call(data: bytes) -> None:
         expected: Any = json.loads(data)
     except (ValueError, RecursionError) as exc:
         with pytest.raises(type(exc)):
-            sqs_client._loads(data)
+            jsonread.loads(data)
         return
-    got = sqs_client._loads(data)
+    got = jsonread.loads(data)
     assert same(got, expected) or (isinstance(got, float) and math.isnan(got))

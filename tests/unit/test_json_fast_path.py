@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from login_etl import messages
+from login_etl import jsonread, messages
 from login_etl.masking import Masker
 from login_etl.messages import Received, Rejection, parse
 from login_etl.settings import MaskingKey
@@ -47,12 +47,12 @@ body = st.one_of(
 
 
 def json_only(text: str) -> object:
-    saved = messages._ORJSON_MAX_OPEN
-    messages._ORJSON_MAX_OPEN = -1  # every body to json.loads: the reference
+    saved = jsonread.MAX_OPEN
+    jsonread.MAX_OPEN = -1  # every body to json.loads: the reference
     try:
         return parse(Received("m", "r", text, 1_700_000_000_000), MASKER)
     finally:
-        messages._ORJSON_MAX_OPEN = saved
+        jsonread.MAX_OPEN = saved
 
 
 def valid(**overrides: str) -> str:

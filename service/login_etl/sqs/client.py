@@ -18,14 +18,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from login_etl import __version__
+from login_etl import __version__, jsonread
 from login_etl.sqs.http11 import Connections, read_response
 from login_etl.sqs.sigv4 import Signer, host_header
 
 _USER_AGENT = f"login-etl/{__version__}"
-# Answers with more open brackets than this are read by json alone: its nesting limit is the
-# recursion limit (~1000), orjson's 1024, so deep answers would otherwise fail differently.
-_ORJSON_MAX_OPEN = 256
 
 
 def _encode_blob(value: Any) -> str:
@@ -104,7 +101,7 @@ class SqsClient:
             try:
                 # Each operation answers a JSON object, "{}" at the least: an empty body is
                 # one cut short where only the end of the connection framed it.
-                parsed: dict[str, Any] = _loads(data)
+                parsed: dict[str, Any] = jsonread.loads(data)
                 if not isinstance(parsed, dict):
                     raise ValueError("the response body is not a JSON object")
             except (ValueError, RecursionError) as exc:
@@ -169,21 +166,6 @@ def _dumps(params: dict[str, Any]) -> bytes:
         return orjson.dumps(params, default=_encode_blob)
     except TypeError:
         return json.dumps(params, separators=(",", ":"), default=_encode_blob).encode()
-
-
-def _loads(data: bytes) -> Any:
-    """json.loads's reading of an answer, via orjson (a quarter of its cost) where both agree.
-
-    What orjson refuses (NaN, lone surrogates, any syntax error) goes to json, which decides as
-    before; where orjson accepts, the values are json's but for integers beyond 64 bits (floats),
-    which no field of an SQS answer holds (its numbers are strings).
-    """
-    if len(data) <= _ORJSON_MAX_OPEN or data.count(b"[") + data.count(b"{") <= _ORJSON_MAX_OPEN:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
 
 
 def _decode_binary(attribute: dict[str, Any]) -> None:
