@@ -97,6 +97,21 @@ def test_nesting_between_the_two_parsers_limits_is_decided_by_json(limit: int, n
         sys.setrecursionlimit(saved)
 
 
+
+@pytest.mark.parametrize("nested", [b"[" * 1010 + b"]" * 1010, b'{"a":' * 1010 + b"1" + b"}" * 1010])
+def test_an_answer_nested_past_jsons_limit_fails_as_json_fails(nested: bytes) -> None:
+    """The same rule for SQS answers, which are bytes: json decides, and refuses."""
+    assert orjson.loads(nested)
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        with pytest.raises(RecursionError):
+            json.loads(nested)
+        with pytest.raises(RecursionError):
+            jsonread.loads(nested)
+    finally:
+        sys.setrecursionlimit(saved)
+
 @given(body)
 def test_load_json_matches_json_loads_where_it_accepts(text: str) -> None:
     try:
