@@ -5,12 +5,20 @@ pollers wait on a receive, how often the worker checks for the end, and the end 
 
 from __future__ import annotations
 
+import threading
+import time
+
 from login_etl.handoff import Handoff, Inbox
 from login_etl.inflight import InFlight
-from login_etl.queue import MAX_BATCH, Queue
+from login_etl.queue import MAX_BATCH, Queue, QueueError
 
-# A full receive says more is there: wait this long on the next, instead of a short poll.
+# A full receive says more is there: wait this long on the next, instead of a short poll
+# (a short poll samples part of SQS's servers and can come back short of a full 10).
 RECEIVE_WAIT_SECONDS = 1
+# Near the end of what the queue showed, how often to ask it again: between two looks the
+# pollers short-poll, so a drain does not end with each of them sitting out a 1 s long poll
+# on an empty queue.
+LOOK_SECONDS = 0.25
 # Once a receive comes back short of a full 10 the end is near; short polls (this far apart
 # when empty) then find it without each poller sitting out a 1 s long poll. The worker looks
 # for the end as often.
@@ -33,11 +41,43 @@ class UntilEmpty:
         self.inbox = inbox
         self.handoff = handoff
         self.pollers = pollers
+        self._lock = threading.Lock()
+        # Messages received so far, and what the last look at the queue implied in all.
+        self._received = 0
+        self._expected = 0
+        self._next_look = 0.0
+        self._looking = False
 
-    @staticmethod
-    def wait_after(received: int) -> int:
-        """The long-poll wait of a poller's next receive, given what its last one brought."""
-        return RECEIVE_WAIT_SECONDS if received == MAX_BATCH else 0
+    def wait_after(self, received: int) -> int:
+        """The long-poll wait of a poller's next receive, given what its last one brought.
+
+        After a full receive, a long poll while the queue showed more than the pollers' next
+        receives can take; past that point it is asked again by one poller (near the end, at
+        most every LOOK_SECONDS), and short polls find the end meanwhile. Not knowing the
+        depth keeps the long poll.
+        """
+        margin = MAX_BATCH * self.pollers
+        with self._lock:
+            self._received += received
+            if received < MAX_BATCH:
+                return 0
+            if self._received + margin < self._expected:
+                return RECEIVE_WAIT_SECONDS
+            if self._looking or time.monotonic() < self._next_look:
+                return 0
+            self._looking = True
+        try:
+            visible: int | None = self.source.depth().visible
+        except QueueError:
+            visible = None
+        with self._lock:
+            self._looking = False
+            if visible is not None:
+                self._expected = self._received + visible
+                if visible > margin:
+                    return RECEIVE_WAIT_SECONDS
+            self._next_look = time.monotonic() + LOOK_SECONDS
+        return RECEIVE_WAIT_SECONDS if visible is None else 0
 
     def drained(self) -> bool:
         """Nothing held, received, batched or settled, the pollers saw an empty queue, and

@@ -2,7 +2,8 @@
 
 Started as the non-root `postgres` user on a free port, with its default settings except what
 a test needs to reach the trust-auth server: any database name (tests create their own) is
-passed on to 127.0.0.1:5432. `scripts/debian-package.sh pgbouncer pgbouncer` installs the package where it is missing.
+passed on to 127.0.0.1:5432. `scripts/debian-package.sh pgbouncer pgbouncer` installs the
+package where it is missing.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail("Debian's chromium is not installed: run `bash scripts/debian-package.sh chromium chromium` (as root)")
+        pytest.fail("Debian's chromium is not installed: run "
+                    "`bash scripts/debian-package.sh chromium chromium` (as root)")
     return path
 
 
