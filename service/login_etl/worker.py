@@ -33,8 +33,9 @@ log = logs.get("login_etl.worker")
 POLLER_GRACE_SECONDS = 2.0
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms). The
 # settlers and pollers wake from socket waits many times per batch, and each wake would wait
-# out a parsing thread's whole slice; docs/performance.md has the DB stage at both intervals.
-GIL_SWITCH_SECONDS = 0.0002
+# out a parsing thread's whole slice; a shorter interval costs CPU in forced switches.
+# docs/performance.md has the DB stage, the latency and the CPU at 0.2, 1 and 5 ms.
+GIL_SWITCH_SECONDS = 0.001
 
 
 class Worker:
