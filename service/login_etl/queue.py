@@ -19,6 +19,7 @@ from login_etl.ledger.days import dated, with_day
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.sqs import answers
+from login_etl.sqs.client import DELETES_IN_FLIGHT
 from login_etl.sqs.errors import (
     AccessDenied,
     ContentRefused,
@@ -119,6 +120,21 @@ def _groups(entries: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]
         yield group
 
 
+def _settled(pending: list[dict[str, Any]], answer: dict[str, Any], delivered: list[str],
+             still_failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One batch answer read: an entry is done only when the answer lists it in Successful
+    (and not in Failed too); ids go to `delivered`, entries failed for good (SenderFault) to
+    `still_failed`; returns the entries to try again (failed, or left out of the answer)."""
+    failures = answer.get("Failed") or ()
+    succeeded = {s.get("Id") for s in answer.get("Successful") or ()}
+    failed_ids = {f.get("Id") for f in failures}
+    final_ids = {f.get("Id") for f in failures if _is_final(f)}
+    done = succeeded - failed_ids
+    delivered.extend(e["Id"] for e in pending if e["Id"] in done)
+    still_failed.extend(e for e in pending if e["Id"] in final_ids)
+    return [e for e in pending if e["Id"] not in done and e["Id"] not in final_ids]
+
+
 class Queue:
     """One queue URL on one client."""
 
@@ -211,6 +227,46 @@ class Queue:
             ))
         return received
 
+    def _deletes_in_flight(self, groups: deque[list[dict[str, Any]]], delivered: list[str],
+                           still_failed: list[dict[str, Any]]) -> deque[list[dict[str, Any]]]:
+        """The first attempt of each group, DELETES_IN_FLIGHT calls at a time, where the client
+        can (the lean client's delete_message_batches); returns the groups left to retry one
+        by one, as _batch does with any group. A fault no retry heals raises, naming what
+        was delivered."""
+        in_flight = getattr(self.client, "delete_message_batches", None)
+        if in_flight is None:
+            return groups
+        left: deque[list[dict[str, Any]]] = deque()
+        chunk: list[list[dict[str, Any]]] = []
+        while groups or chunk:
+            if groups and len(chunk) < DELETES_IN_FLIGHT:
+                chunk.append(groups.popleft())
+                continue
+            started = time.perf_counter()
+            outcomes = in_flight([{"QueueUrl": self.url, "Entries": g} for g in chunk])
+            seconds = time.perf_counter() - started
+            fatal: QueueError | None = None
+            for pending, outcome in zip(chunk, outcomes, strict=True):
+                metrics.SQS_SECONDS.labels("delete_message_batch").observe(seconds)
+                try:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    answer = answers.check("delete_message_batch", outcome)
+                except Exception as exc:
+                    error = translated(exc, f"delete_message_batch on {self.label} queue")
+                    if not error.retryable:
+                        fatal = fatal or error
+                    left.append(pending)
+                    continue
+                rest = _settled(pending, answer, delivered, still_failed)
+                if rest:
+                    left.append(rest)
+            chunk = []
+            if fatal is not None:
+                metrics.IO_ERRORS.labels("delete").inc()
+                raise fatal.having_delivered(delivered) from fatal.__cause__
+        return left
+
     def _batch(self, operation: str, policy: str, fn: Callable[..., Any],
                entries: list[dict[str, Any]], *, keep_going: bool = False,
                deadline: float | None = None) -> list[dict[str, Any]]:
@@ -230,6 +286,8 @@ class Queue:
         delivered: list[str] = []
         broken = 0
         work = deque(_groups(entries))
+        if operation == "delete_message_batch" and len(work) > 1:
+            work = self._deletes_in_flight(work, delivered, still_failed)
         while work:
             pending = work.popleft()
             if broken >= 2 or (deadline is not None and time.monotonic() > deadline):
@@ -238,15 +296,7 @@ class Queue:
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
-                failures = response.get("Failed") or ()
-                succeeded = {s.get("Id") for s in response.get("Successful") or ()}
-                failed_ids = {f.get("Id") for f in failures}
-                final_ids = {f.get("Id") for f in failures if _is_final(f)}
-                done = succeeded - failed_ids
-                delivered.extend(e["Id"] for e in pending if e["Id"] in done)
-                still_failed.extend(e for e in pending if e["Id"] in final_ids)
-                pending[:] = [e for e in pending
-                              if e["Id"] not in done and e["Id"] not in final_ids]
+                pending[:] = _settled(pending, response, delivered, still_failed)
                 if pending:
                     raise _PartialFailure(pending)
 

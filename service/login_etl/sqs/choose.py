@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from login_etl.settings import ConfigError, Settings
-from login_etl.sqs.client import SqsClient
+from login_etl.sqs.client import DELETES_IN_FLIGHT, SqsClient
 
 if TYPE_CHECKING:
     from login_etl.queue import SqsApi
@@ -22,7 +22,8 @@ _PLAIN_PATH = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")
 
 
 def make_client(settings: Settings, *, pool: int | None = None) -> SqsApi:
-    """One client per process: botocore retries off (tenacity owns them), sized to the pollers.
+    """One client per process: botocore retries off (tenacity owns them), its pool sized to the
+    pollers and each settler's deletes in flight.
 
     The lean JSON-protocol client (login_etl.sqs: a fraction of boto3's CPU per call) unless
     the endpoint needs what only boto3 does (a proxy, FIPS or dual-stack endpoint selection)
@@ -31,7 +32,7 @@ def make_client(settings: Settings, *, pool: int | None = None) -> SqsApi:
     from botocore.exceptions import PartialCredentialsError
 
     try:
-        return _make_client(settings, pool or settings.pollers + 4)
+        return _make_client(settings, pool or settings.pollers * (1 + DELETES_IN_FLIGHT) + 4)
     # A key id without its secret, say: the configuration is wrong, no retry can help.
     except PartialCredentialsError as exc:
         raise ConfigError(f"AWS credentials: {exc}") from None

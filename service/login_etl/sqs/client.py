@@ -8,6 +8,7 @@ import json
 import os
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,10 +20,13 @@ from botocore.exceptions import (
 )
 
 from login_etl import __version__, jsonread
-from login_etl.sqs.http11 import Connections, read_response
+from login_etl.sqs.http11 import Connection, Connections, read_response
 from login_etl.sqs.sigv4 import Signer, host_header
 
 _USER_AGENT = f"login-etl/{__version__}"
+# How many DeleteMessageBatch calls of one settle are in flight at once (Queue.delete): a
+# batch of 500 is 50 calls, 5 round trips instead of 50; the pool keeps a connection for each.
+DELETES_IN_FLIGHT = 10
 
 
 def _encode_blob(value: Any) -> str:
@@ -90,13 +94,82 @@ class SqsClient:
     def close(self) -> None:
         self._connections.close()
 
+    def delete_message_batches(self, calls: Sequence[dict[str, Any]]) -> list[Any]:
+        """Several DeleteMessageBatch calls in flight at once, one connection each: every
+        request is sent, then every answer read in order. Each item is what
+        delete_message_batch would return, or the exception it would raise. One thread waking
+        once for several answers costs less CPU than one wake-up (and one slice of the GIL)
+        per call."""
+        sent: list[Connection | Exception] = []
+        for params in calls:
+            try:
+                sent.append(self._send(self._request("DeleteMessageBatch", params)))
+            except Exception as exc:
+                sent.append(exc)
+        outcomes: list[Any] = []
+        for conn in sent:
+            try:
+                if isinstance(conn, Exception):
+                    raise conn
+                outcomes.append(self._answer("DeleteMessageBatch", *self._read(conn)))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._answer(operation, *self._read(self._send(self._request(operation, params))))
+
+    def _request(self, operation: str, params: dict[str, Any]) -> bytes:
+        """The whole request, head and body, for one write."""
         body = _dumps(params)
         headers = self._signer.headers(f"AmazonSQS.{operation}", body)
         headers["Accept-Encoding"] = "identity"
         headers["Connection"] = "keep-alive"
         headers["User-Agent"] = _USER_AGENT
-        status, response_headers, data = self._send(body, headers)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return (f"POST {self.path} HTTP/1.1\r\nHost: {self._host}\r\n"
+                f"Content-Length: {len(body)}\r\n{head}\r\n").encode("latin-1") + body
+
+    def _send(self, request: bytes) -> Connection:
+        """The request written on a kept connection, whose answer is due within call_timeout."""
+        deadline = time.monotonic() + self.call_timeout
+        conn = self._connections.get(deadline)
+        try:
+            conn.start(deadline)
+            conn.sock.sendall(request)
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            conn.close()
+            raise self._lost(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _read(self, conn: Connection) -> tuple[int, dict[str, str], bytes]:
+        """The answer to the request sent on conn; the connection kept for the next call
+        unless the answer or a failure closed it."""
+        try:
+            status, response_headers, data, close = read_response(conn.reader)
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            conn.close()
+            raise self._lost(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        if close:
+            conn.close()
+        else:
+            self._connections.put(conn)
+        return status, response_headers, data
+
+    def _lost(self, exc: Exception) -> Exception:
+        """botocore's exception for a call that failed on its connection (as boto3 raises)."""
+        if isinstance(exc, TimeoutError):
+            return ReadTimeoutError(endpoint_url=self._connections.url, error=exc)
+        return ConnectionClosedError(endpoint_url=self._connections.url, error=exc)
+
+    def _answer(self, operation: str, status: int, response_headers: dict[str, str],
+                data: bytes) -> dict[str, Any]:
         if 200 <= status < 300:
             try:
                 # Each operation answers a JSON object, "{}" at the least: an empty body is
@@ -113,32 +186,6 @@ class SqsClient:
             }
             return parsed
         raise self._client_error(operation, status, response_headers, data)
-
-    def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """One request on a kept connection, head and body in one write."""
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        request = (f"POST {self.path} HTTP/1.1\r\nHost: {self._host}\r\n"
-                   f"Content-Length: {len(body)}\r\n{head}\r\n").encode("latin-1") + body
-        deadline = time.monotonic() + self.call_timeout
-        conn = self._connections.get(deadline)
-        try:
-            conn.start(deadline)
-            conn.sock.sendall(request)
-            status, response_headers, data, close = read_response(conn.reader)
-        except TimeoutError as exc:
-            conn.close()
-            raise ReadTimeoutError(endpoint_url=self._connections.url, error=exc) from exc
-        except (http.client.HTTPException, OSError, ValueError) as exc:
-            conn.close()
-            raise ConnectionClosedError(endpoint_url=self._connections.url, error=exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        if close:
-            conn.close()
-        else:
-            self._connections.put(conn)
-        return status, response_headers, data
 
     def _client_error(self, operation: str, status: int, headers: dict[str, str],
                       data: bytes) -> Exception:
