@@ -53,8 +53,8 @@ class UntilEmpty:
 
         After a full receive, a long poll while the queue showed more than the pollers' next
         receives can take; past that point it is asked again by one poller (near the end, at
-        most every LOOK_SECONDS), and short polls find the end meanwhile. Not knowing the
-        depth keeps the long poll.
+        most every LOOK_SECONDS), and short polls find the end meanwhile. A depth that
+        cannot be read keeps the long poll for the poller that asked.
         """
         margin = MAX_BATCH * self.pollers
         with self._lock:
@@ -66,18 +66,19 @@ class UntilEmpty:
             if self._looking or time.monotonic() < self._next_look:
                 return 0
             self._looking = True
+        visible: int | None = None
         try:
-            visible: int | None = self.source.depth().visible
+            visible = self.source.depth().visible
         except QueueError:
-            visible = None
-        with self._lock:
-            self._looking = False
-            if visible is not None:
-                self._expected = self._received + visible
-                if visible > margin:
-                    return RECEIVE_WAIT_SECONDS
-            self._next_look = time.monotonic() + LOOK_SECONDS
-        return RECEIVE_WAIT_SECONDS if visible is None else 0
+            pass
+        finally:
+            with self._lock:
+                self._looking = False
+                if visible is not None:
+                    self._expected = self._received + visible
+                if visible is None or visible <= margin:
+                    self._next_look = time.monotonic() + LOOK_SECONDS
+        return 0 if visible is not None and visible <= margin else RECEIVE_WAIT_SECONDS
 
     def drained(self) -> bool:
         """Nothing held, received, batched or settled, the pollers saw an empty queue, and

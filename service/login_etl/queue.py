@@ -164,21 +164,31 @@ class Queue:
         return ledger_id
 
     def _timed(self, operation: str, fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-        """One call, timed; its answer checked for shape (answers.check) before anyone reads it.
-
-        An answer of the wrong shape fails the call with MalformedAnswer, retried like a lost
-        connection: never a halt, and nothing counts as done on it. Whatever the call raises
-        leaves as a QueueError (sqs/errors.py decides which, and whether a wait heals it).
-        """
+        """One call, timed; its answer checked (_checked) before anyone reads it."""
         started = time.perf_counter()
         try:
+            answer: Any = fn(QueueUrl=self.url, **kwargs)
+        except Exception as exc:
+            answer = exc
+        finally:
+            metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        return self._checked(operation, answer)
+
+    def _checked(self, operation: str, answer: Any) -> dict[str, Any]:
+        """A call's answer, checked for shape (answers.check), or the QueueError of its failure
+        (`answer` is then the exception the call raised).
+
+        An answer of the wrong shape fails the call with MalformedAnswer, retried like a lost
+        connection: never a halt, and nothing counts as done on it. Whatever the call raised
+        leaves as a QueueError (sqs/errors.py decides which, and whether a wait heals it).
+        """
+        try:
             try:
-                answer = fn(QueueUrl=self.url, **kwargs)
+                if isinstance(answer, Exception):
+                    raise answer
             # botocore's parser walking an answer of the wrong shape ("Successful": "0")
             except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
                 raise answers.MalformedAnswer(f"{operation}: unreadable answer") from exc
-            finally:
-                metrics.SQS_SECONDS.labels(operation).observe(time.perf_counter() - started)
             return answers.check(operation, answer)
         except Exception as exc:
             raise translated(exc, f"{operation} on {self.label} queue") from exc
@@ -231,40 +241,37 @@ class Queue:
                            still_failed: list[dict[str, Any]]) -> deque[list[dict[str, Any]]]:
         """The first attempt of each group, DELETES_IN_FLIGHT calls at a time, where the client
         can (the lean client's delete_message_batches); returns the groups left to retry one
-        by one, as _batch does with any group. A fault no retry heals raises, naming what
-        was delivered."""
+        by one, as _batch does with any group. A chunk whose calls all fail hands everything
+        not yet tried to _batch, whose outage rule then applies. A fault no retry heals
+        raises, naming what was delivered."""
         in_flight = getattr(self.client, "delete_message_batches", None)
         if in_flight is None:
             return groups
         left: deque[list[dict[str, Any]]] = deque()
-        chunk: list[list[dict[str, Any]]] = []
-        while groups or chunk:
-            if groups and len(chunk) < DELETES_IN_FLIGHT:
-                chunk.append(groups.popleft())
-                continue
-            started = time.perf_counter()
+        while groups:
+            chunk = [groups.popleft() for _ in range(min(DELETES_IN_FLIGHT, len(groups)))]
             outcomes = in_flight([{"QueueUrl": self.url, "Entries": g} for g in chunk])
-            seconds = time.perf_counter() - started
             fatal: QueueError | None = None
-            for pending, outcome in zip(chunk, outcomes, strict=True):
+            answered = 0
+            for pending, (outcome, seconds) in zip(chunk, outcomes, strict=True):
                 metrics.SQS_SECONDS.labels("delete_message_batch").observe(seconds)
                 try:
-                    if isinstance(outcome, Exception):
-                        raise outcome
-                    answer = answers.check("delete_message_batch", outcome)
-                except Exception as exc:
-                    error = translated(exc, f"delete_message_batch on {self.label} queue")
+                    answer = self._checked("delete_message_batch", outcome)
+                except QueueError as error:
                     if not error.retryable:
                         fatal = fatal or error
                     left.append(pending)
                     continue
+                answered += 1
                 rest = _settled(pending, answer, delivered, still_failed)
                 if rest:
                     left.append(rest)
-            chunk = []
             if fatal is not None:
                 metrics.IO_ERRORS.labels("delete").inc()
                 raise fatal.having_delivered(delivered) from fatal.__cause__
+            if not answered:
+                left.extend(groups)
+                break
         return left
 
     def _batch(self, operation: str, policy: str, fn: Callable[..., Any],

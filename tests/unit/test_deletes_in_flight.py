@@ -127,3 +127,75 @@ def test_a_queue_gone_raises_naming_what_the_other_calls_deleted(server: Deletes
 def test_one_group_takes_the_single_call_path(server: Deletes) -> None:
     assert queue(server).delete(messages(7)) == []
     assert len(server.calls) == 1
+
+
+def test_an_unreachable_queue_costs_one_connect_per_chunk_not_per_group(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    connects: list[object] = []
+    real = socket.create_connection
+
+    def counted(*args: Any, **kwargs: Any) -> socket.socket:
+        connects.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counted)
+    client = SqsClient(f"http://127.0.0.1:{port}", "us-east-1", Credentials("test", "test"))
+    batch = messages(150)
+    failed = Queue(client, f"http://127.0.0.1:{port}/000000000000/q").delete(batch)
+    assert sorted(failed) == sorted(m.message_id for m in batch)
+    # 15 groups: the first chunk stops at its first refused connection and hands every group
+    # to the retries, which give up after two groups (the outage rule)
+    assert 1 < len(connects) < 15
+
+
+def test_interrupted_reading_leaves_no_connection_open(server: Deletes,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    client = SqsClient(server.url, "us-east-1", Credentials("test", "test"),
+                       pool=DELETES_IN_FLIGHT + 1)
+    opened: list[Any] = []
+    send, read = client._send, client._read
+
+    def recorded(request: bytes) -> Any:
+        opened.append(send(request))
+        return opened[-1]
+
+    def interrupted(conn: Any) -> Any:
+        if conn is opened[1]:
+            conn.close()
+            raise KeyboardInterrupt
+        return read(conn)
+
+    monkeypatch.setattr(client, "_send", recorded)
+    monkeypatch.setattr(client, "_read", interrupted)
+    calls = [{"QueueUrl": "q", "Entries": [{"Id": "0", "ReceiptHandle": f"ok-{i}"}]}
+             for i in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        client.delete_message_batches(calls)
+    assert len(opened) == 4
+    assert [c.sock.fileno() for c in opened[1:]] == [-1, -1, -1]
+
+
+class UnreadableOnce:
+    """A client whose first in-flight answer is one botocore's parser trips on."""
+
+    def __init__(self) -> None:
+        self.single: list[list[str]] = []
+
+    def delete_message_batches(self, calls: list[dict[str, Any]]) -> list[tuple[Any, float]]:
+        outcomes: list[tuple[Any, float]] = [
+            ({"Successful": [{"Id": e["Id"]} for e in c["Entries"]]}, 0.0) for c in calls]
+        outcomes[0] = (AttributeError("'str' object has no attribute 'get'"), 0.0)
+        return outcomes
+
+    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.single.append([e["Id"] for e in Entries])
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def test_an_unreadable_answer_in_flight_is_retried_as_on_a_single_call() -> None:
+    client = UnreadableOnce()
+    assert Queue(client, "q").delete(messages(25)) == []  # type: ignore[arg-type]
+    assert client.single == [[str(i) for i in range(10)]]

@@ -91,3 +91,18 @@ def test_failing_looks_are_made_at_most_every_look_seconds() -> None:
     time.sleep(draining.LOOK_SECONDS)
     assert [rules.wait_after(FULL) for _ in range(3)] == [RECEIVE_WAIT_SECONDS, 0, 0]
     assert source.looks == 2
+
+
+def test_a_look_that_breaks_unexpectedly_does_not_stop_the_later_looks() -> None:
+    rules, source = drain([5])
+    real = source.depth
+
+    def broken() -> Depth:
+        source.depth = real  # type: ignore[method-assign]
+        raise RuntimeError("a bug")
+
+    source.depth = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        rules.wait_after(FULL)
+    time.sleep(draining.LOOK_SECONDS)
+    assert rules.wait_after(FULL) == 0 and source.looks == 1

@@ -94,26 +94,39 @@ class SqsClient:
     def close(self) -> None:
         self._connections.close()
 
-    def delete_message_batches(self, calls: Sequence[dict[str, Any]]) -> list[Any]:
+    def delete_message_batches(self, calls: Sequence[dict[str, Any]]) -> list[tuple[Any, float]]:
         """Several DeleteMessageBatch calls in flight at once, one connection each: every
-        request is sent, then every answer read in order. Each item is what
-        delete_message_batch would return, or the exception it would raise. One thread waking
-        once for several answers costs less CPU than one wake-up (and one slice of the GIL)
-        per call."""
+        request is sent, then every answer read in order. One thread waking once for several
+        answers costs less CPU than one wake-up (and one slice of the GIL) per call.
+
+        Each item: what delete_message_batch would return, or the exception it would raise,
+        and the seconds from the first send to that answer. A request that cannot be sent
+        (no connection) ends the sending: the rest carry the same failure, unsent, rather
+        than each waiting out its own connect timeout.
+        """
+        started = time.perf_counter()
         sent: list[Connection | Exception] = []
-        for params in calls:
-            try:
-                sent.append(self._send(self._request("DeleteMessageBatch", params)))
-            except Exception as exc:
-                sent.append(exc)
-        outcomes: list[Any] = []
-        for conn in sent:
-            try:
-                if isinstance(conn, Exception):
-                    raise conn
-                outcomes.append(self._answer("DeleteMessageBatch", *self._read(conn)))
-            except Exception as exc:
-                outcomes.append(exc)
+        outcomes: list[tuple[Any, float]] = []
+        try:
+            for params in calls:
+                try:
+                    sent.append(self._send(self._request("DeleteMessageBatch", params)))
+                except Exception as exc:
+                    sent.extend([exc] * (len(calls) - len(sent)))
+                    break
+            for conn in sent:
+                try:
+                    if isinstance(conn, Exception):
+                        raise conn
+                    answer: Any = self._answer("DeleteMessageBatch", *self._read(conn))
+                except Exception as exc:
+                    answer = exc
+                outcomes.append((answer, time.perf_counter() - started))
+        finally:
+            # Interrupted (a BaseException): no connection is left open with its answer unread.
+            for conn in sent[len(outcomes):]:
+                if isinstance(conn, Connection):
+                    conn.close()
         return outcomes
 
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
