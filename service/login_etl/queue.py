@@ -55,6 +55,8 @@ class SqsApi(Protocol):
     login_etl.sqs.SqsClient and a boto3 SQS client both fit. Answers are the SQS API's JSON
     objects (boto3's shapes); failures raise botocore's exceptions, which Queue translates
     into QueueError as each attempt fails (sqs/errors.py), so nothing of botocore passes it.
+    A client that also has `delete_message_batches` (the lean one) gets a settle's deletes
+    several at a time (Queue._deletes_in_flight).
     """
 
     def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
