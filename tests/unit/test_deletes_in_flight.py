@@ -1,7 +1,7 @@
-"""A settle's DeleteMessageBatch calls kept in flight together (Queue.delete on the lean
-client): every group's first attempt at once, DELETES_IN_FLIGHT at a time, against a local
-fake server; what an attempt leaves undone is retried group by group as before, and nothing
-is counted deleted unless its answer says so."""
+"""A busy settle's DeleteMessageBatch calls kept in flight together (Queue.delete on the lean
+client, a batch of more than DELETES_IN_FLIGHT groups): every group's first attempt,
+DELETES_IN_FLIGHT at a time, against a local fake server; what an attempt leaves undone is
+retried group by group as before, and nothing is counted deleted unless its answer says so."""
 
 from __future__ import annotations
 
@@ -110,29 +110,32 @@ def test_groups_go_out_together_and_all_are_deleted(server: Deletes) -> None:
 
 @pytest.mark.parametrize("way", ["down", "partial", "shape"])
 def test_a_group_left_undone_is_retried_alone(server: Deletes, way: str) -> None:
-    batch = messages(20) + messages(10, way, start=20) + messages(15, start=30)
+    batch = messages(60) + messages(10, way, start=60) + messages(45, start=70)
     assert queue(server).delete(batch) == []
     retried = [call for call in server.calls if call[0].startswith(way)]
     assert len(retried) == 2
     if way == "partial":
         # only the entry the answer left out is sent again
-        assert retried[1] == [f"{way}-29"]
+        assert retried[1] == [f"{way}-69"]
     else:
         assert retried[1] == retried[0]
-    assert len(server.calls) == 5 + 1
+    assert len(server.calls) == 12 + 1
 
 
 def test_a_queue_gone_raises_naming_what_the_other_calls_deleted(server: Deletes) -> None:
-    batch = messages(20) + messages(10, "gone", start=20) + messages(5, start=30)
+    batch = messages(20) + messages(10, "gone", start=20) + messages(85, start=30)
     with pytest.raises(QueueGone) as raised:
         queue(server).delete(batch)
+    # the first chunk of ten calls: every group but the gone one was deleted
     assert sorted(raised.value.delivered) == sorted(
-        str(i) for i in [*range(20), *range(30, 35)])
+        str(i) for i in [*range(20), *range(30, 100)])
 
 
-def test_one_group_takes_the_single_call_path(server: Deletes) -> None:
-    assert queue(server).delete(messages(7)) == []
-    assert len(server.calls) == 1
+def test_a_batch_of_at_most_ten_groups_deletes_call_by_call(server: Deletes) -> None:
+    assert queue(server).delete(messages(10 * DELETES_IN_FLIGHT)) == []
+    assert len(server.calls) == DELETES_IN_FLIGHT
+    # one after another, on one kept connection
+    assert server.accepted[0] == 1
 
 
 def test_an_unreachable_queue_costs_one_connect_per_chunk_not_per_group(
@@ -189,11 +192,14 @@ class UnreadableOnce:
 
     def __init__(self) -> None:
         self.single: list[list[str]] = []
+        self.chunks = 0
 
     def delete_message_batches(self, calls: list[dict[str, Any]]) -> list[tuple[Any, float]]:
         outcomes: list[tuple[Any, float]] = [
             ({"Successful": [{"Id": e["Id"]} for e in c["Entries"]]}, 0.0) for c in calls]
-        outcomes[0] = (AttributeError("'str' object has no attribute 'get'"), 0.0)
+        if not self.chunks:
+            outcomes[0] = (AttributeError("'str' object has no attribute 'get'"), 0.0)
+        self.chunks += 1
         return outcomes
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,5 +209,5 @@ class UnreadableOnce:
 
 def test_an_unreadable_answer_in_flight_is_retried_as_on_a_single_call() -> None:
     client = UnreadableOnce()
-    assert Queue(client, "q").delete(messages(25)) == []  # type: ignore[arg-type]
-    assert client.single == [[str(i) for i in range(10)]]
+    assert Queue(client, "q").delete(messages(120)) == []  # type: ignore[arg-type]
+    assert client.single == [[str(i) for i in range(10)]] and client.chunks == 2
