@@ -31,6 +31,10 @@ log = logs.get("login_etl.worker")
 # shutdown take 20 s. What a poll returns after the process is gone stays invisible until its
 # visibility timeout, then is redelivered (not lost).
 POLLER_GRACE_SECONDS = 2.0
+# A role gone: the batches settlers are in the middle of get this long to finish (commit, then
+# delete) before the release; exiting under them left their messages hidden for a visibility
+# timeout.
+HALT_SETTLE_SECONDS = 1.0
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms). The
 # settlers and pollers wake from socket waits many times per batch, and each wake would wait
 # out a parsing thread's whole slice; a shorter interval costs CPU in forced switches.
@@ -140,11 +144,13 @@ class Worker:
         """Stop intake, settle what is in hand, release the rest, close the pools: in that
         order, bounded by shutdown_timeout, its last RELEASE_SECONDS kept for the release
         (settlers stuck in the database give up at the same point). A role gone breaks the
-        chain the settling needs: then nothing waits to be settled, and the process exits
-        after the release alone, for the orchestrator to start a whole one.
+        chain the settling needs: then only the batches settlers are in the middle of get
+        HALT_SETTLE_SECONDS, and the process exits after the release, for the orchestrator to
+        start a whole one.
         """
         shutdown = self.shutdown
-        shutdown.begin(self.settings.shutdown_timeout if settle else RELEASE_SECONDS)
+        shutdown.begin(self.settings.shutdown_timeout if settle
+                       else HALT_SETTLE_SECONDS + RELEASE_SECONDS)
         settle_by = shutdown.settle_by
         log.info("worker_stopping", held=len(self.inflight))
         try:
