@@ -197,3 +197,31 @@ def test_a_watched_thread_that_ended_is_stalled_before_its_tick_is_old() -> None
     health.tick("poller-0")
     health.watch([thread])
     assert health.stalled(60.0) == ["poller-0"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_gone_lets_the_batch_being_settled_finish_before_the_exit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The halt's release leaves a live settler's batch alone (it may be deleting); the
+    process must not exit under it, or its messages stay hidden for a visibility timeout."""
+    settling = threading.Event()
+
+    def dies(self: roles.Heartbeat) -> None:
+        settling.wait(5)
+        raise SystemExit
+
+    monkeypatch.setattr(roles.Heartbeat, "turn", dies)
+    source = SlowSource([received(i) for i in range(3)], slow_seconds=0)
+    w, _ = worker(source)
+    finished: list[int] = []
+
+    def slow_settle(batch: list[Item]) -> Outcome:
+        settling.set()
+        time.sleep(0.4)
+        finished.append(len(batch))
+        return Outcome(stored=len(batch))
+
+    w.pipeline.settle = slow_settle  # type: ignore[method-assign]
+    w.run(threading.Event())
+    assert w.fatal == "thread ended unexpectedly: heartbeat"
+    assert finished == [3] and source.released == []
