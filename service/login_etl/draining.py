@@ -10,7 +10,8 @@ import time
 
 from login_etl.handoff import Handoff, Inbox
 from login_etl.inflight import InFlight
-from login_etl.queue import MAX_BATCH, Queue, QueueError
+from login_etl.queue import Queue, QueueError
+from login_etl.sqs.batches import MAX_BATCH
 
 # A full receive says more is there: wait this long on the next, instead of a short poll
 # (a short poll samples part of SQS's servers and can come back short of a full 10).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,24 +19,18 @@ from login_etl.ledger.days import dated, with_day
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.sqs import answers
+from login_etl.sqs.batches import MAX_BATCH, groups, settled
 from login_etl.sqs.client import DELETES_IN_FLIGHT
 from login_etl.sqs.errors import (
     AccessDenied,
     ContentRefused,
     QueueError,
     QueueGone,
-    code_refuses_content,
     translated,
 )
 
 __all__ = ["AccessDenied", "Depth", "Queue", "QueueError", "QueueGone", "SqsApi"]
 
-# SQS allows at most 10 messages per receive and per batch call.
-MAX_BATCH = 10
-# SQS refuses a batch request over 1 MiB (bodies and attributes, see entry_bytes) as a whole;
-# the margin keeps the usual group clear of that refusal and of a server that counts a little
-# differently.
-MAX_BATCH_BYTES = 900 * 1024
 # Sealed ledger ids (Masker.seal) carried as message attributes:
 #   ORIGIN_ATTRIBUTE   on a DLQ hand-off: the ledger id the rejected message was settled under
 #   REDRIVE_ATTRIBUTE  on a redriven copy: the ledger id the worker must store it under, the
@@ -87,54 +81,6 @@ class Depth:
     visible: int
     in_flight: int
     delayed: int
-
-
-def entry_bytes(entry: dict[str, Any]) -> int:
-    """What SQS counts of a batch entry towards its size limits: the body and, per message
-    attribute, its name, data type and value, in UTF-8 bytes (a Binary value in raw bytes)."""
-    size = _utf8_len(entry.get("MessageBody") or "")
-    for name, attribute in (entry.get("MessageAttributes") or {}).items():
-        size += _utf8_len(name) + _utf8_len(attribute.get("DataType") or "")
-        value = attribute.get("StringValue")
-        if value is None:
-            value = attribute.get("BinaryValue") or b""
-        size += len(value) if isinstance(value, bytes | bytearray) else _utf8_len(value)
-    return size
-
-
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def _groups(entries: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    """Consecutive entries, at most MAX_BATCH and MAX_BATCH_BYTES per group (an entry larger
-    than that goes alone: SQS decides whether it fits)."""
-    group: list[dict[str, Any]] = []
-    size = 0
-    for entry in entries:
-        n = entry_bytes(entry)
-        if group and (len(group) == MAX_BATCH or size + n > MAX_BATCH_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(entry)
-        size += n
-    if group:
-        yield group
-
-
-def _settled(pending: list[dict[str, Any]], answer: dict[str, Any], delivered: list[str],
-             still_failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One batch answer read: an entry is done only when the answer lists it in Successful
-    (and not in Failed too); ids go to `delivered`, entries failed for good (SenderFault) to
-    `still_failed`; returns the entries to try again (failed, or left out of the answer)."""
-    failures = answer.get("Failed") or ()
-    succeeded = {s.get("Id") for s in answer.get("Successful") or ()}
-    failed_ids = {f.get("Id") for f in failures}
-    final_ids = {f.get("Id") for f in failures if _is_final(f)}
-    done = succeeded - failed_ids
-    delivered.extend(e["Id"] for e in pending if e["Id"] in done)
-    still_failed.extend(e for e in pending if e["Id"] in final_ids)
-    return [e for e in pending if e["Id"] not in done and e["Id"] not in final_ids]
 
 
 class Queue:
@@ -265,7 +211,7 @@ class Queue:
                     left.append(pending)
                     continue
                 answered += 1
-                rest = _settled(pending, answer, delivered, still_failed)
+                rest = settled(pending, answer, delivered, still_failed)
                 if rest:
                     left.append(rest)
             if fatal is not None:
@@ -294,7 +240,7 @@ class Queue:
         still_failed: list[dict[str, Any]] = []
         delivered: list[str] = []
         broken = 0
-        work = deque(_groups(entries))
+        work = deque(groups(entries))
         # A busy queue's batch (more groups than go out at once) has its deletes in flight; a
         # small one sends them one after another: little CPU is at stake at such rates, and a
         # server answering one request at a time (LocalStack) would hold the next receive
@@ -309,7 +255,7 @@ class Queue:
 
             def attempt(pending: list[dict[str, Any]] = pending) -> None:
                 response = self._timed(operation, fn, Entries=pending)
-                pending[:] = _settled(pending, response, delivered, still_failed)
+                pending[:] = settled(pending, response, delivered, still_failed)
                 if pending:
                     raise _PartialFailure(pending)
 
@@ -434,8 +380,3 @@ class Queue:
         value = self.attribute("MessageRetentionPeriod")
         return int(value) if value and value.isdigit() else None
 
-
-def _is_final(failure: dict[str, Any]) -> bool:
-    """SenderFault entries (e.g. an expired receipt handle) will not heal by retrying, nor will
-    an entry refused for its content (some servers mark that one as not the sender's fault)."""
-    return bool(failure.get("SenderFault")) or code_refuses_content(str(failure.get("Code")))

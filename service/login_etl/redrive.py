@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from login_etl.fifo import dedup_id
 from login_etl.ledger.days import dated
 from login_etl.messages import Received
-from login_etl.queue import MAX_BATCH, REDRIVE_ATTRIBUTE, Queue, QueueError
+from login_etl.queue import REDRIVE_ATTRIBUTE, Queue, QueueError
+from login_etl.sqs.batches import MAX_BATCH
 
 
 @dataclass(frozen=True)

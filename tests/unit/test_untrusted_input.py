@@ -15,14 +15,9 @@ from hypothesis import strategies as st
 from login_etl import metrics
 from login_etl.masking import Masker
 from login_etl.messages import Received
-from login_etl.queue import (
-    MAX_BATCH_BYTES,
-    ORIGIN_ATTRIBUTE,
-    REDRIVE_ATTRIBUTE,
-    Queue,
-    entry_bytes,
-)
+from login_etl.queue import ORIGIN_ATTRIBUTE, REDRIVE_ATTRIBUTE, Queue
 from login_etl.settings import MaskingKey
+from login_etl.sqs.batches import MAX_BATCH_BYTES, entry_bytes
 
 KEY = MaskingKey("k1", b"s" * 32)
 MIB = 1024 * 1024
@@ -153,7 +148,7 @@ def test_a_refused_batch_is_split_and_only_the_entry_too_long_for_good_stays(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Grouping off (as if SQS counted more than we do): the whole call is refused, the
     halves go through, and the one entry over the limit with our attributes is refused."""
-    monkeypatch.setattr("login_etl.queue.MAX_BATCH_BYTES", 100 * MIB)
+    monkeypatch.setattr("login_etl.sqs.batches.MAX_BATCH_BYTES", 100 * MIB)
     client = SizeLimitedSqs()
     dlq = Queue(client, "dlq", label="dlq", sealer=Masker([KEY]))
     bodies = ["x" * 105_000] * 4 + ["y" * (MIB - 16)] + ["small"] * 5
