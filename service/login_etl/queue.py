@@ -19,8 +19,7 @@ from login_etl.ledger.days import dated, with_day
 from login_etl.masking import Masker
 from login_etl.messages import Received
 from login_etl.sqs import answers
-from login_etl.sqs.batches import MAX_BATCH, groups, settled
-from login_etl.sqs.client import DELETES_IN_FLIGHT
+from login_etl.sqs.batches import DELETES_IN_FLIGHT, MAX_BATCH, groups, settled
 from login_etl.sqs.errors import (
     AccessDenied,
     ContentRefused,

@@ -19,7 +19,8 @@ from botocore.credentials import Credentials
 from login_etl import retrying
 from login_etl.messages import Received
 from login_etl.queue import Queue, QueueGone
-from login_etl.sqs.client import DELETES_IN_FLIGHT, SqsClient
+from login_etl.sqs.batches import DELETES_IN_FLIGHT
+from login_etl.sqs.client import SqsClient
 from tests.unit.fakeserver import read_request, serve_forever
 
 GONE = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\n"

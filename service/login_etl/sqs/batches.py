@@ -11,6 +11,9 @@ from login_etl.sqs.errors import code_refuses_content
 
 # SQS allows at most 10 messages per receive and per batch call.
 MAX_BATCH = 10
+# How many DeleteMessageBatch calls of one settle are in flight at once (Queue.delete): a
+# batch of 500 is 50 calls, 5 round trips instead of 50; the pool keeps a connection for each.
+DELETES_IN_FLIGHT = 10
 # SQS refuses a batch request over 1 MiB (bodies and attributes, see entry_bytes) as a whole;
 # the margin keeps the usual group clear of that refusal and of a server that counts a little
 # differently.

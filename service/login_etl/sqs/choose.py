@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from login_etl.settings import ConfigError, Settings
-from login_etl.sqs.client import DELETES_IN_FLIGHT, SqsClient
+from login_etl.sqs.batches import DELETES_IN_FLIGHT
+from login_etl.sqs.client import SqsClient
 
 if TYPE_CHECKING:
     from login_etl.queue import SqsApi

@@ -24,9 +24,6 @@ from login_etl.sqs.http11 import Connection, Connections, read_response
 from login_etl.sqs.sigv4 import Signer, host_header
 
 _USER_AGENT = f"login-etl/{__version__}"
-# How many DeleteMessageBatch calls of one settle are in flight at once (Queue.delete): a
-# batch of 500 is 50 calls, 5 round trips instead of 50; the pool keeps a connection for each.
-DELETES_IN_FLIGHT = 10
 
 
 def _encode_blob(value: Any) -> str:
